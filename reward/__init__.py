@@ -1,0 +1,1 @@
+"""Rewards for NPR: answer extraction and correctness, the format score, and the stage rewards verl calls."""
