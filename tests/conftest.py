@@ -1,0 +1,74 @@
+"""Shared fixtures: seeded RNGs, a tiny tokenizer holding the 8 tag tokens, tiny Qwen3 models built in
+memory (2 layers, random weights), and a symbolic sequence builder for hand-drawn layouts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from npr.layout import Templates
+from npr.schema import TAGS, TagIds
+from npr.tiny import make_tiny_model, make_tiny_tokenizer
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tags(tokenizer) -> TagIds:
+    return TagIds.from_tokenizer(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def templates(tokenizer) -> Templates:
+    return Templates.from_tokenizer(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def model64(tokenizer):
+    """Tiny Qwen3 in float64 with SDPA attention (exactness checks)."""
+    return make_tiny_model(tokenizer, seed=0, dtype=torch.float64)
+
+
+@pytest.fixture(scope="session")
+def model32(tokenizer):
+    return make_tiny_model(tokenizer, seed=1, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def sym(tags):
+    """sym("P P <guideline> <plan> x </plan> ...") -> ids: tags map to their ids, other words to
+    content ids (a fixed id per distinct word, below the tag ids)."""
+    tag_of = {TAGS[name]: value for name, value in tags.as_dict().items()}
+    content: dict[str, int] = {}
+
+    def build(spec: str) -> list[int]:
+        out = []
+        for word in spec.split():
+            if word in tag_of:
+                out.append(tag_of[word])
+            else:
+                out.append(content.setdefault(word, 10 + len(content)))
+        return out
+
+    return build
