@@ -410,6 +410,10 @@ def _collect(piece: TextPiece, event: Event, tracker: Tracker, blocks: list[Text
             state["into"] = ("plans", len(block.plans) - 1)
         elif tag == tags.plan_close and piece.phase is Phase.GUIDELINE:
             state.pop("into", None)
+        elif tag == tags.guideline_close and piece.phase is Phase.GUIDELINE:
+            state.pop("into", None)  # closes an unclosed plan too: what follows is not plan text
+            if event is Event.NO_FORK:
+                block.end = piece.start + len(piece.text)  # no fork: the block is just the guideline
         elif event is Event.BRANCH_START:
             block.steps.append("")
             state["into"] = ("steps", len(block.steps) - 1)
