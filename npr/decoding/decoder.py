@@ -72,6 +72,7 @@ class Decoder:
             raise ValueError("no EOS token: the tokenizer and generation_config define none; "
                              "pass DecodingConfig(stop_token_ids=(...))")
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.last_memory: dict[str, int] | None = None  # free/total slots and rows after the last generate()
 
     def generate(
         self,
@@ -96,7 +97,12 @@ class Decoder:
         if len(scripts) != len(prompts):
             raise ValueError(f"got {len(scripts)} scripts for {len(prompts)} prompts; pass one per prompt or one for all")
         session = _Session(self, prompts, sampling, scripts, list(processors), should_abort, progress)
-        return session.run()
+        try:
+            return session.run()
+        finally:
+            pool, table = session.runner.pool, session.runner.table
+            self.last_memory = {"free_slots": pool.num_free, "slots": pool.capacity,
+                                "free_rows": table.num_free, "rows": table.rows.shape[0] - 1}
 
 
 class _Session:
@@ -344,6 +350,8 @@ def _eos_ids(model, tokenizer) -> set[int]:
 
 
 def _as_ids(prompt, index: int) -> list[int]:
+    if hasattr(prompt, "keys") and "input_ids" in prompt:  # a BatchEncoding from apply_chat_template
+        prompt = prompt["input_ids"]
     if isinstance(prompt, torch.Tensor):
         prompt = prompt.tolist()
     if isinstance(prompt, str):
