@@ -1,0 +1,90 @@
+"""Multiple-choice grading (GPQA, MMLU-Pro, ZebraLogic, BBEH style): by letter, or by option text.
+
+A reference is multiple-choice when it is one capital letter, optionally in parentheses and
+optionally followed by the option text: "B", "(B)", "B.", "B) 42 m/s", "(C): Paris".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_REFERENCE_RE = re.compile(r"^\(?(?P<letter>[A-Z])\)?(?:\s*[.:)]\s*(?P<text>.*?))?\s*$", re.DOTALL)
+# Wrappers a model puts around a letter: \text{B}, \textbf{(B)}, \mathrm{B}, \mbox{B}.
+_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_LONE_LETTER_RE = re.compile(r"^(?:option|choice|answer)?\s*[:\s]?\s*[\(\[]?(?P<letter>[A-Za-z])[\)\]]?\s*\.?$",
+                             re.IGNORECASE)
+_LEADING_LETTER_RE = re.compile(r"^(?:option|choice)?\s*[\(\[]?(?P<letter>[A-Z])(?:[\)\]]\s*|\s*[.:)]\s+|\s*[.:)]$)")
+
+
+@dataclass(frozen=True)
+class ChoiceReference:
+    """A multiple-choice reference: the correct `letter` and, when known, the option `text`s."""
+
+    letter: str
+    text: str | None = None
+    options: Mapping[str, str] | None = None  # letter -> option text, from extra_info
+
+
+def parse_choice_reference(reference: Any, extra_info: Mapping[str, Any] | None = None) -> ChoiceReference | None:
+    """A ChoiceReference when `reference` is a multiple-choice answer, else None."""
+    if not isinstance(reference, str):
+        return None
+    m = _REFERENCE_RE.match(reference.strip())
+    if m is None:
+        return None
+    text = (m.group("text") or "").strip() or None
+    return ChoiceReference(m.group("letter"), text, _options_from(extra_info))
+
+
+def _options_from(extra_info: Mapping[str, Any] | None) -> Mapping[str, str] | None:
+    """Option texts from extra_info["options"|"choices"]: a list (A, B, ... in order) or a dict."""
+    if not isinstance(extra_info, Mapping):
+        return None
+    raw = extra_info.get("options", extra_info.get("choices"))
+    if isinstance(raw, Mapping):
+        return {str(k).strip("() ").upper(): str(v) for k, v in raw.items()}
+    if hasattr(raw, "tolist") or (isinstance(raw, Sequence) and not isinstance(raw, (str, bytes))):
+        items = raw.tolist() if hasattr(raw, "tolist") else list(raw)
+        return {letter: str(v) for letter, v in zip(_LETTERS, items)}
+    return None
+
+
+def normalize_text(text: str) -> str:
+    """Case-folded option text without LaTeX text wrappers, `$`, punctuation runs and extra spaces."""
+    text = _unwrap(text).replace("$", "")
+    text = re.sub(r"[^\w\s]+", " ", text.casefold())
+    return " ".join(text.split())
+
+
+def _unwrap(text: str) -> str:
+    previous = None
+    while previous != text:  # \textbf{\text{B}} -> B
+        previous, text = text, _WRAPPER_RE.sub(r"\1", text)
+    return text.strip()
+
+
+def predicted_letter(answer: str) -> str | None:
+    """The option letter an answer names: "B", "(b)", "\\text{B}", "B. Paris", "Option C"; else None."""
+    text = _unwrap(answer).replace("$", "").strip()
+    m = _LONE_LETTER_RE.match(text)
+    if m:
+        return m.group("letter").upper()
+    m = _LEADING_LETTER_RE.match(text)
+    return m.group("letter") if m else None
+
+
+def grade_choice(answer: str, reference: ChoiceReference) -> bool:
+    """True when the answer names the reference's letter, or (naming no letter) matches its option text."""
+    letter = predicted_letter(answer)
+    if letter is not None:
+        return letter == reference.letter
+    said = normalize_text(answer)
+    if not said:
+        return False
+    texts = [reference.text] if reference.text else []
+    if reference.options and reference.letter in reference.options:
+        texts.append(reference.options[reference.letter])
+    return any(said == normalize_text(t) for t in texts if t)

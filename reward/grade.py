@@ -1,0 +1,115 @@
+"""Answer correctness: the extracted answer against a reference, by letter for multiple choice, by
+normalised text for word answers, else by math-verify (time-bounded, in worker processes)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from reward.choice import grade_choice, normalize_text, parse_choice_reference
+from reward.extract import Answer, extract_answer
+from reward.verify import verify_equivalent
+
+_WORD_RE = re.compile(r"[A-Za-z][A-Za-z\s\-']*[A-Za-z]")
+_TEXT_WRAPPER_RE = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}$")
+_UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
+_PERCENT_RE = re.compile(r"\s*\\?%\s*$")
+
+
+@dataclass(frozen=True)
+class Grading:
+    """A graded answer: `is_correct`, the extracted `answer`, the `method` used
+    ("choice" | "text" | "math" | "none") and `status` ("ok" | "timeout" | "error")."""
+
+    is_correct: bool
+    answer: Answer
+    method: str
+    status: str = "ok"
+
+
+def references_of(reference: Any) -> list[str]:
+    """The acceptable answers: a string, a number, or a list/tuple/array of them. Non-finite numbers are dropped."""
+    if reference is None:
+        return []
+    if hasattr(reference, "tolist") and not isinstance(reference, str):
+        reference = reference.tolist()
+    if isinstance(reference, (list, tuple)):
+        return [r for item in reference for r in references_of(item)]
+    if isinstance(reference, bool):
+        return [str(reference)]
+    if isinstance(reference, int):
+        return [str(reference)]
+    if isinstance(reference, float):
+        return [repr(reference)] if math.isfinite(reference) else []
+    if isinstance(reference, bytes):
+        reference = reference.decode("utf-8", "replace")
+    text = str(reference).strip()
+    return [text] if text else []
+
+
+def clean_math(text: str) -> str:
+    """An answer ready for `$...$` wrapping: no unescaped `$`, no trailing period, no outer `\\text{}`."""
+    text = _UNESCAPED_DOLLAR_RE.sub("", text).strip()
+    text = re.sub(r"[.\s]+$", "", text)
+    return text
+
+
+def is_word_answer(reference: str) -> bool:
+    """A reference made of words ("True", "Monday", "not valid"): graded by text, since math parsing of
+    words multiplies letters ("ab" == "ba")."""
+    m = _TEXT_WRAPPER_RE.match(reference.strip())
+    return bool(_WORD_RE.fullmatch((m.group(1) if m else reference).strip()))
+
+
+def math_pairs(gold: str, pred: str) -> list[tuple[str, str]]:
+    """(gold, pred) candidates for math-verify; a percent on one side also tries the fraction of 100."""
+    gold, pred = clean_math(gold), clean_math(pred)
+    pairs = [(gold, pred)]
+    gold_pct, pred_pct = bool(_PERCENT_RE.search(gold)), bool(_PERCENT_RE.search(pred))
+    if gold_pct and not pred_pct:
+        pairs.append(("\\frac{" + _PERCENT_RE.sub("", gold) + "}{100}", pred))
+    elif pred_pct and not gold_pct:
+        pairs.append((gold, "\\frac{" + _PERCENT_RE.sub("", pred) + "}{100}"))
+    return pairs
+
+
+def grade_answer(answer: Answer, reference: Any, *, extra_info: Mapping[str, Any] | None = None,
+                 timeout_s: float | None = None) -> Grading:
+    """Grade an extracted answer against a reference (or a list of acceptable ones). Never raises on
+    any answer or reference; a bad timeout setting raises ValueError."""
+    references = references_of(reference)
+    if answer.text is None or answer.is_empty or not references:
+        return Grading(False, answer, "none")
+    said = answer.text
+    status = method = "ok"
+    for ref in references:
+        choice = parse_choice_reference(ref, extra_info)
+        if choice is not None:
+            method = "choice"
+            if grade_choice(said, choice):
+                return Grading(True, answer, method)
+        elif is_word_answer(ref):
+            method = "text"
+            if normalize_text(said) == normalize_text(ref):
+                return Grading(True, answer, method)
+        else:
+            method = "math"
+            verdict = verify_equivalent(math_pairs(ref, said), timeout_s)
+            if verdict.ok:
+                return Grading(True, answer, method)
+            if verdict.status != "ok":
+                status = verdict.status
+    return Grading(False, answer, method, status)
+
+
+def grade(response_text: str, reference: Any, *, extra_info: Mapping[str, Any] | None = None,
+          timeout_s: float | None = None) -> bool:
+    """True when the response's final answer (last `\\boxed{}` after the last `</takeaway>`, see
+    `reward.extract`) matches `reference`. Never raises on any text; never takes longer than the
+    verification timeout (`timeout_s`, else NPR_REWARD_TIMEOUT_S, else 5 s) once workers are up."""
+    if not isinstance(response_text, str):
+        response_text = "" if response_text is None else str(response_text)
+    return grade_answer(extract_answer(response_text), reference, extra_info=extra_info,
+                        timeout_s=timeout_s).is_correct

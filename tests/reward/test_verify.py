@@ -1,0 +1,169 @@
+"""Time-bounded verification: deadlines, worker restarts, no leaked processes, any thread, asyncio."""
+
+import asyncio
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from reward import grade
+from reward.verify import VerifierPool, WorkerError, get_pool, shutdown, timeout_from_env, verify_equivalent
+
+PATHOLOGICAL = "\\boxed{9^{9^{9^{9}}}}"  # sympy evaluates the tower; never finishes
+TIMEOUT_S = 1.0
+MARGIN_S = 0.75  # killing and reaping a worker, scheduling noise on 2 cores
+
+# A worker that starts, reads requests and never answers: only the parent's hard deadline ends it.
+SILENT_WORKER = [sys.executable, "-c",
+                 "import json, sys; print(json.dumps({'ready': 1}), flush=True)\nfor _ in sys.stdin: pass"]
+DEAD_WORKER = [sys.executable, "-c", "import sys; sys.exit(3)"]
+
+
+def _is_alive(pid: int) -> bool:
+    """True while the process exists, zombies included (an unreaped worker is a leak too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_pool():
+    assert grade("\\boxed{1}", "1")  # start a worker outside the timed sections
+    yield
+
+
+def test_pathological_expression_returns_incorrect_within_the_timeout():
+    start = time.monotonic()
+    assert grade(PATHOLOGICAL, "5", timeout_s=TIMEOUT_S) is False
+    assert time.monotonic() - start < TIMEOUT_S + MARGIN_S
+    assert grade("\\boxed{2}", "2")  # the pool still works afterwards
+
+
+def test_timeout_is_reported_and_not_cached():
+    pairs = [("5", "9^{9^{9^{9}}}")]
+    assert verify_equivalent(pairs, TIMEOUT_S).status == "timeout"
+    assert verify_equivalent(pairs, TIMEOUT_S).status == "timeout"
+
+
+def test_hard_deadline_kills_a_stuck_worker_and_replaces_it():
+    pool = VerifierPool(max_workers=1, command=SILENT_WORKER)
+    try:
+        start = time.monotonic()
+        verdict = pool.verify([("1", "1")], 0.5)
+        assert time.monotonic() - start < 0.5 + MARGIN_S
+        assert (verdict.ok, verdict.status) == (False, "timeout")
+        assert (pool.num_timeouts, pool.num_restarts) == (1, 1)
+        (replacement,) = pool._idle
+        verdict = pool.verify([("1", "1")], 0.3)
+        assert verdict.status == "timeout" and replacement.proc.poll() is not None
+    finally:
+        pool.close()
+    assert pool.worker_pids == []
+
+
+def _worker_children() -> list[int]:
+    """Pids of this process's verify workers (read from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == os.getpid() and b"_verify_worker" in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_closing_a_pool_while_it_is_busy_leaves_no_worker():
+    before = set(_worker_children())
+    pool = VerifierPool(max_workers=1)
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("v", pool.verify([("5", "9^{9^{9^{9}}}")], TIMEOUT_S)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not set(_worker_children()) - before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pool.close()
+    thread.join(30)
+    assert box["v"].ok is False
+    assert set(_worker_children()) - before == set()
+
+
+def test_a_worker_that_dies_raises_and_frees_its_slot():
+    pool = VerifierPool(max_workers=1, command=DEAD_WORKER, start_timeout_s=10)
+    with pytest.raises(WorkerError):
+        pool.verify([("1", "1")], 1.0)
+    with pytest.raises(WorkerError):  # the slot was freed: a second call does not block forever
+        pool.verify([("1", "1")], 1.0)
+    pool.close()
+
+
+def test_shutdown_leaves_no_worker_processes():
+    assert grade("\\boxed{3}", "3.0")
+    pids = get_pool().worker_pids
+    assert pids
+    shutdown()
+    assert not any(_is_alive(pid) for pid in pids)
+    assert grade("\\boxed{\\frac{6}{2}}", "3")  # a new pool starts on demand
+
+
+def test_works_from_worker_threads_concurrently():
+    results = {}
+
+    def work(i):
+        results[i] = grade(f"\\boxed{{\\frac{{{2 * i}}}{{2}}}}", str(i))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: True for i in range(8)}
+
+
+def test_pathological_expression_in_a_worker_thread():
+    box = {}
+    start = time.monotonic()
+    thread = threading.Thread(target=lambda: box.setdefault("r", grade(PATHOLOGICAL, "6", timeout_s=TIMEOUT_S)))
+    thread.start()
+    thread.join(TIMEOUT_S + 5)
+    assert box == {"r": False} and time.monotonic() - start < TIMEOUT_S + MARGIN_S
+
+
+def test_works_inside_a_running_asyncio_loop():
+    async def main():
+        loop = asyncio.get_running_loop()
+        inline = grade("\\boxed{\\sqrt{4}}", "2")  # called on the loop's own thread
+        slow = grade(PATHOLOGICAL, "7", timeout_s=TIMEOUT_S)
+        in_executor = await loop.run_in_executor(None, grade, "\\boxed{0.5}", "\\frac{1}{2}")
+        return inline, slow, in_executor
+
+    start = time.monotonic()
+    assert asyncio.run(main()) == (True, False, True)
+    assert time.monotonic() - start < TIMEOUT_S + 2 * MARGIN_S
+
+
+def test_timeout_configuration(monkeypatch):
+    monkeypatch.setenv("NPR_REWARD_TIMEOUT_S", "2.5")
+    assert timeout_from_env() == 2.5 and timeout_from_env(0.5) == 0.5
+    monkeypatch.setenv("NPR_REWARD_TIMEOUT_S", "soon")
+    with pytest.raises(ValueError, match="NPR_REWARD_TIMEOUT_S"):
+        timeout_from_env()
+    monkeypatch.delenv("NPR_REWARD_TIMEOUT_S")
+    assert timeout_from_env() == 5.0
+    with pytest.raises(ValueError):
+        timeout_from_env(-1)
+
+
+def test_pool_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="max_workers"):
+        VerifierPool(max_workers=0)
