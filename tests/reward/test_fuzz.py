@@ -1,0 +1,77 @@
+"""Property tests: on arbitrary text and tag soup the reward returns a number in range and never raises."""
+
+import asyncio
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from npr.schema import TAG_STRINGS
+from reward import compute_score, extract_answer, format_score, last_boxed
+from reward.verify import clear_cache
+
+PIECES = list(TAG_STRINGS) + [
+    "\\boxed{", "\\boxed ", "\\fbox{", "{", "}", "\\{", "\\}", "\n", "1:", "2:", "42", " ", "$", "\\frac{1}{2}",
+    "<", ">", "</", "<step", "answer is ", "Answer: ", "(B)", "x=", "\\%", "^{", "\\sqrt", "\\\\",
+]
+tag_soup = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=6)), max_size=80).map("".join)
+texts = st.one_of(st.text(max_size=300), tag_soup)
+references = st.one_of(
+    st.sampled_from(["42", "B", "(C)", "\\frac{1}{2}", "True", "x=3", "[1,2)", "50\\%", ""]),
+    st.text(max_size=12), st.integers(), st.floats(), st.none(), st.lists(st.text(max_size=6), max_size=3),
+)
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(text=texts, reference=references, stage=st.sampled_from(["zero", "papo"]))
+def test_reward_is_in_range_and_never_raises(text, reference, stage):
+    result = compute_score("fuzz", text, reference, {"options": ["a", "b"]}, stage=stage, timeout_s=2.0)
+    score = result["score"]
+    assert -1.0 <= result["format_score"] <= 0.0
+    assert result["is_valid"] == (result["format_score"] == 0.0) == (result["violations"] == "")
+    if stage == "papo" or result["is_valid"]:
+        assert score in (1.0, -1.0)
+    else:
+        assert -2.0 <= score < -1.0
+
+
+@FUZZ
+@given(text=texts)
+def test_format_and_extraction_are_total(text):
+    score, violations = format_score(text)
+    assert -1.0 <= score <= 0.0 and (score == 0.0) == (violations == [])
+    assert len(set(violations)) == len(violations)
+    boxed = last_boxed(text)
+    assert boxed is None or boxed in text
+    answer = extract_answer(text)
+    assert answer.source in ("boxed", "phrase", "none")
+
+
+@FUZZ
+@given(prefix=tag_soup, answer=st.text(alphabet="0123456789", min_size=1, max_size=6))
+def test_a_final_box_after_the_last_takeaway_is_the_answer(prefix, answer):
+    text = prefix + "</takeaway>\nSo \\boxed{" + answer + "}."
+    assert extract_answer(text).text == answer
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(st.tuples(texts, st.sampled_from(["42", "B", "\\frac{1}{2}", "x=3"])), min_size=1, max_size=6))
+def test_threads_and_asyncio_give_the_sequential_results(batch):
+    boxed = [(text + "\\boxed{" + ref + "}", ref) for text, ref in batch]  # make math-verify do work
+
+    def score(item):
+        return compute_score("fuzz", item[0], item[1], stage="zero", timeout_s=2.0)
+
+    clear_cache()
+    expected = [score(item) for item in boxed]
+
+    async def on_loop():
+        loop = asyncio.get_running_loop()
+        clear_cache()
+        inline = [score(item) for item in boxed]  # on the loop's own thread
+        clear_cache()
+        in_threads = await asyncio.gather(*(loop.run_in_executor(None, score, item) for item in boxed))
+        return inline, list(in_threads)
+
+    inline, in_threads = asyncio.run(on_loop())
+    assert inline == expected and in_threads == expected
