@@ -7,7 +7,7 @@ import pytest
 
 from reward import extract_answer, final_region, grade, last_boxed
 from reward.choice import parse_choice_reference, predicted_letter
-from reward.grade import grade_answer, math_pairs, references_of
+from reward.grade import fast_verdict, grade_answer, math_pairs, references_of
 
 TABLE = Path(__file__).parents[1] / "data" / "reward_answers.jsonl"
 ROWS = [json.loads(line) for line in TABLE.read_text().splitlines() if line.strip()]
@@ -133,3 +133,12 @@ def test_grading_reports_method_and_status():
 def test_non_string_response_is_graded_not_raised():
     assert grade(None, "1") is False
     assert grade(12345, "1") is False
+
+
+@pytest.mark.parametrize("gold, pred, verdict", [
+    ("42", "42", True), ("42", " 42 ", True), ("$42$", "42.", True), ("-7", "-7", True), ("042", "42", True),
+    ("42", "41", False), ("\\frac{1}{2}", "\\frac{1}{2}", True), ("42", "42.0", None), ("1000", "1,000", None),
+    ("\\frac{1}{2}", "0.5", None), ("", "", None),
+])
+def test_fast_verdict_is_certain_or_abstains(gold, pred, verdict):
+    assert fast_verdict(gold, pred) is verdict
