@@ -26,7 +26,7 @@ STAGE_ALIASES = {
 }
 DEFAULT_STAGE = "zero"  # forgetting the stage in Stage 1 would silently drop the format reward
 RESULT_KEYS = ("score", "accuracy", "acc", "format_score", "is_valid", "violations", "num_violations",
-               "num_blocks", "max_width", "has_answer", "answer_source", "verify_status")
+               "num_blocks", "max_width", "has_answer", "answer_source", "pred", "verify_status")
 
 
 def resolve_stage(stage: Any = None) -> str:
@@ -79,6 +79,7 @@ def stage_reward(solution_str: Any, ground_truth: Any, *, stage: Any = None,
         "max_width": report.max_width,
         "has_answer": grading.answer.text is not None and not grading.answer.is_empty,
         "answer_source": grading.answer.source,
+        "pred": grading.answer.text or "",  # verl's validation metrics take majority votes over "pred"
         "verify_status": grading.status,
     }
 
@@ -124,5 +125,5 @@ def _worst(stage: str) -> dict[str, Any]:
     return {
         "score": -2.0 if stage == "zero" else -1.0, "accuracy": 0.0, "acc": 0.0, "format_score": -1.0,
         "is_valid": False, "violations": "internal_error", "num_violations": 1, "num_blocks": 0,
-        "max_width": 0, "has_answer": False, "answer_source": "none", "verify_status": "error",
+        "max_width": 0, "has_answer": False, "answer_source": "none", "pred": "", "verify_status": "error",
     }
