@@ -73,6 +73,14 @@ class Decoder:
                              "pass DecodingConfig(stop_token_ids=(...))")
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.last_memory: dict[str, int] | None = None  # free/total slots and rows after the last generate()
+        self._runner: ModelRunner | None = None  # reused across calls of the same size (keeps CUDA graphs)
+
+    def _get_runner(self, num_slots: int, num_rows: int) -> ModelRunner:
+        runner = self._runner
+        if runner is None or (runner.pool.num_slots, runner.table.rows.shape[0]) != (num_slots, num_rows):
+            self._runner = None  # free the old pool before allocating a new one
+            runner = self._runner = ModelRunner(self.model, num_slots, num_rows, self.config.use_cuda_graphs)
+        return runner
 
     def generate(
         self,
@@ -128,8 +136,10 @@ class _Session:
                                  f"{self.config.total_budget}) but max_kv_slots is {limit}; raise max_kv_slots or "
                                  "lower max_total_tokens")
         num_slots = sum(needs) + 1 if limit is None else min(sum(needs) + 1, limit)
+        aligned = -(-num_slots // 16) * 16  # aligned rows keep fused attention kernels on their fast path
+        num_slots = aligned if limit is None or aligned <= limit else num_slots
         rows = (1 + self.config.max_branches) * len(prompts) + 1
-        self.runner = ModelRunner(decoder.model, num_slots, rows, self.config.use_cuda_graphs)
+        self.runner = decoder._get_runner(num_slots, rows)
         self.start_free = (self.runner.pool.num_free, self.runner.table.num_free)
         self.needs = needs
         self.waiting = list(range(len(prompts)))
@@ -218,24 +228,28 @@ class _Session:
 
     def _choose_sampled(self, seqs: list[Seq]) -> None:
         raw = torch.stack([s.engine.last_logits for s in seqs])
-        tokens: list[int] = []
-        greedy_plain = self.sampling.is_greedy and self.config.step_repetition_penalty == 1.0 and not any(
-            self.processors[s.request.req_id] for s in seqs)
-        if greedy_plain:
-            tokens = torch.argmax(raw, -1).tolist()
-        else:
+        processed = raw
+        if any(self.processors[s.request.req_id] for s in seqs) or self.config.step_repetition_penalty != 1.0:
+            rows = []
             for seq, row in zip(seqs, raw):
                 for processor in self.processors[seq.request.req_id]:
                     row = processor(seq, row)
                 if not seq.is_trunk:
                     header = len(self.decoder.templates.branch_header(seq.branch))
                     row = apply_step_repetition_penalty(row, seq.tokens[header:], self.config.step_repetition_penalty)
-                tokens.append(sample(row, self.sampling, seq.engine.generator))
-        logprobs = torch.log_softmax(raw.double() if raw.dtype == torch.float64 else raw.float(), -1)
-        chosen = logprobs.gather(1, torch.tensor(tokens, device=raw.device)[:, None])[:, 0].tolist()
-        for seq, token, logprob in zip(seqs, tokens, chosen):
+                rows.append(row)
+            processed = torch.stack(rows)
+        if self.sampling.is_greedy:
+            chosen = torch.argmax(processed, -1)
+        else:
+            chosen = torch.tensor([sample(row, self.sampling, seq.engine.generator) for seq, row in zip(seqs, processed)],
+                                  device=raw.device)
+        logprobs = torch.log_softmax(raw if raw.dtype == torch.float64 else raw.float(), -1)
+        picked = logprobs.gather(1, chosen[:, None])[:, 0]
+        tokens, values = torch.stack([chosen.to(picked.dtype), picked]).tolist()  # one device sync
+        for seq, token, logprob in zip(seqs, tokens, values):
             if not seq.request.is_finished:
-                self._handle(self.controller.on_token(seq, token, logprob))
+                self._handle(self.controller.on_token(seq, int(token), logprob))
 
     # -- feed: one forward over every pending token ----------------------------------------------
     def _feed(self) -> None:
@@ -262,9 +276,10 @@ class _Session:
                 hide_slot += new[j + 1:]
             spans.append((seq, count, first_kept, len(keep), is_prompt))
         device = self.runner.device
-        as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
-        step = StepInputs(as_tensor(ids), as_tensor(positions), as_tensor(slots), as_tensor(rows), as_tensor(keep),
-                          as_tensor(hide_q) if hide_q else None, as_tensor(hide_slot) if hide_slot else None)
+        parts = [ids, positions, slots, rows, keep, hide_q, hide_slot]
+        flat = torch.tensor([x for part in parts for x in part], dtype=torch.long).to(device, non_blocking=True)
+        views = list(torch.split(flat, [len(part) for part in parts]))
+        step = StepInputs(*views[:5], views[5] if hide_q else None, views[6] if hide_q else None)
         logits = self.runner.run(step)
         for seq, count, lo, hi, is_prompt in spans:
             seq.engine.last_logits = logits[hi - 1]
