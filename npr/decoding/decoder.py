@@ -277,7 +277,8 @@ class _Session:
             spans.append((seq, count, first_kept, len(keep), is_prompt))
         device = self.runner.device
         parts = [ids, positions, slots, rows, keep, hide_q, hide_slot]
-        flat = torch.tensor([x for part in parts for x in part], dtype=torch.long).to(device, non_blocking=True)
+        # one blocking copy: an async copy from pageable host memory is not safe on every runtime
+        flat = torch.tensor([x for part in parts for x in part], dtype=torch.long).to(device)
         views = list(torch.split(flat, [len(part) for part in parts]))
         step = StepInputs(*views[:5], views[5] if hide_q else None, views[6] if hide_q else None)
         logits = self.runner.run(step)
