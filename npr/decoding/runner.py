@@ -129,20 +129,20 @@ class _DecodeGraph:
         self.positions = torch.zeros(size, dtype=torch.long, device=device)
         self.slots = torch.full((size,), runner.pool.trash_slot, dtype=torch.long, device=device)
         self.rows = torch.full((size,), runner.table.pad_row, dtype=torch.long, device=device)
-        keep = torch.arange(size, device=device)
+        self.keep = torch.arange(size, device=device)  # every tensor the graph reads must outlive it
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):  # warm up kernels and allocator outside the capture
-                self._body(keep)
+                self._body()
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            self.logits = self._body(keep)
+            self.logits = self._body()
 
-    def _body(self, keep):
+    def _body(self):
         mask = self.runner.table.rows.index_select(0, self.rows)
-        return _upcast(self.runner._forward(self.ids, self.positions, self.slots, mask, keep))
+        return _upcast(self.runner._forward(self.ids, self.positions, self.slots, mask, self.keep))
 
     def replay(self, step: StepInputs) -> torch.Tensor:
         count = step.input_ids.numel()
