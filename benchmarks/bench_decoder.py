@@ -84,6 +84,30 @@ def step_ms(decoder, prompt, sampling, **kw) -> float:
     return 1000 * statistics.median(gaps)
 
 
+def probe_overheads(decoder) -> None:
+    """Split a width-1 decode step: GPU time of the captured forward vs host round trips."""
+    if not torch.cuda.is_available() or decoder._runner is None or 1 not in decoder._runner._graphs:
+        return
+    graph = decoder._runner._graphs[1].graph
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    sync()
+    start.record()
+    for _ in range(20):
+        graph.replay()
+    end.record()
+    sync()
+    replay_ms = start.elapsed_time(end) / 20
+    x = torch.zeros(1, device="cuda")
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(200):
+        x.add_(1)
+        float(x)  # one launch and one device-to-host sync
+    roundtrip_ms = 1000 * (time.perf_counter() - t0) / 200
+    print(f"probe: captured decode forward (width 1) {replay_ms:.2f} ms GPU; one launch + sync round trip "
+          f"{roundtrip_ms:.3f} ms host")
+
+
 def quantiles(times):
     ordered = sorted(times)
     pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
@@ -139,6 +163,8 @@ def main(argv=None) -> int:
         seq_times, [seq] = timed(lambda: sequential.generate([prompt], greedy, processors=[forced]), args.repeats)
         assert seq.token_ids == fj.token_ids, "the sequential replay must decode the same ids"
         fj_step = step_ms(fork_join, prompt, greedy, script=script)
+        if width == 1:
+            probe_overheads(fork_join)
         seq_step = step_ms(sequential, prompt, greedy, processors=[forced])
         fj_med, fj_p20, fj_p80 = quantiles(fj_times)
         seq_med, seq_p20, seq_p80 = quantiles(seq_times)

@@ -227,7 +227,7 @@ class _Session:
             first = False
 
     def _choose_sampled(self, seqs: list[Seq]) -> None:
-        raw = torch.stack([s.engine.last_logits for s in seqs])
+        raw = torch.stack([s.engine.last_logits for s in seqs]) if len(seqs) > 1 else seqs[0].engine.last_logits[None]
         processed = raw
         if any(self.processors[s.request.req_id] for s in seqs) or self.config.step_repetition_penalty != 1.0:
             rows = []
@@ -277,8 +277,7 @@ class _Session:
             spans.append((seq, count, first_kept, len(keep), is_prompt))
         device = self.runner.device
         parts = [ids, positions, slots, rows, keep, hide_q, hide_slot]
-        # one blocking copy: an async copy from pageable host memory is not safe on every runtime
-        flat = torch.tensor([x for part in parts for x in part], dtype=torch.long).to(device)
+        flat = torch.tensor([x for part in parts for x in part], dtype=torch.long)  # host; the runner copies
         views = list(torch.split(flat, [len(part) for part in parts]))
         step = StepInputs(*views[:5], views[5] if hide_q else None, views[6] if hide_q else None)
         logits = self.runner.run(step)

@@ -42,8 +42,8 @@ class PoolCache:
 
 @dataclass
 class StepInputs:
-    """A flat batch of N query tokens. hide_q/hide_slot: (query, slot) pairs a query must not see
-    (later tokens of its own multi-token entry, written in the same step)."""
+    """A flat batch of N query tokens, as host (CPU) tensors. hide_q/hide_slot: (query, slot) pairs a
+    query must not see (later tokens of its own multi-token entry, written in the same step)."""
 
     input_ids: torch.Tensor  # [N]
     positions: torch.Tensor  # [N]
@@ -56,6 +56,15 @@ class StepInputs:
     @property
     def is_decode(self) -> bool:
         return self.hide_q is None and self.keep.numel() == self.input_ids.numel()
+
+    def to(self, device) -> "StepInputs":
+        """All fields on `device` with one host-to-device copy."""
+        parts = [self.input_ids, self.positions, self.slots, self.rows, self.keep]
+        if self.hide_q is not None:
+            parts += [self.hide_q, self.hide_slot]
+        flat = torch.cat(parts).to(device)
+        views = list(torch.split(flat, [p.numel() for p in parts])) + [None, None]
+        return StepInputs(*views[:7])
 
 
 def _model_layout(model) -> tuple[int, int, int]:
@@ -98,10 +107,11 @@ class ModelRunner:
     @torch.inference_mode()
     def run(self, step: StepInputs) -> torch.Tensor:
         """Write the step's K/V, attend under the visibility rows; returns logits [K, V] (float)."""
-        table = self.table.rows
-        table[step.rows, step.slots] = True
         if step.is_decode and self.use_graphs:
             return self._run_graph(step)
+        step = step.to(self.device)
+        table = self.table.rows
+        table[step.rows, step.slots] = True
         mask = table[step.rows]
         if step.hide_q is not None:
             mask[step.hide_q, step.hide_slot] = False
@@ -116,20 +126,26 @@ class ModelRunner:
         if graph is None:
             with self._npr_attention():
                 graph = self._graphs[bucket] = _DecodeGraph(self, bucket)
-        return graph.replay(step)[:count]
+        # a copy: the graph's output buffer is overwritten by the next replay, and sequences keep
+        # their last logits across steps (a branch that finished first scores the join's token)
+        return graph.replay(step)[:count].clone()
 
 
 class _DecodeGraph:
-    """A captured decode forward for `size` query tokens (padding: trash slot, padding row)."""
+    """A captured decode forward for `size` query tokens (padding: trash slot, padding row).
+
+    Inputs live in one static [4, size] tensor (ids, positions, slots, rows) filled by one host copy
+    per step; the visibility update, the mask gather and the forward all run inside the graph."""
 
     def __init__(self, runner: ModelRunner, size: int):
-        self.runner = runner
+        self.runner, self.size = runner, size
         device = runner.device
-        self.ids = torch.zeros(size, dtype=torch.long, device=device)
-        self.positions = torch.zeros(size, dtype=torch.long, device=device)
-        self.slots = torch.full((size,), runner.pool.trash_slot, dtype=torch.long, device=device)
-        self.rows = torch.full((size,), runner.table.pad_row, dtype=torch.long, device=device)
+        self.inputs = torch.zeros(4, size, dtype=torch.long, device=device)
+        self.inputs[2].fill_(runner.pool.trash_slot)
+        self.inputs[3].fill_(runner.table.pad_row)
+        self.host = torch.empty(4, size, dtype=torch.long).pin_memory()
         self.keep = torch.arange(size, device=device)  # every tensor the graph reads must outlive it
+        self.true = torch.ones((), dtype=torch.bool, device=device)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
@@ -141,16 +157,20 @@ class _DecodeGraph:
             self.logits = self._body()
 
     def _body(self):
-        mask = self.runner.table.rows.index_select(0, self.rows)
-        return _upcast(self.runner._forward(self.ids, self.positions, self.slots, mask, self.keep))
+        ids, positions, slots, rows = self.inputs
+        table = self.runner.table.rows
+        table.index_put_((rows, slots), self.true)
+        mask = table.index_select(0, rows)
+        return _upcast(self.runner._forward(ids, positions, slots, mask, self.keep))
 
     def replay(self, step: StepInputs) -> torch.Tensor:
         count = step.input_ids.numel()
-        self.ids[:count].copy_(step.input_ids)
-        self.positions[:count].copy_(step.positions)
-        self.slots[:count].copy_(step.slots)
-        self.rows[:count].copy_(step.rows)
-        self.slots[count:].fill_(self.runner.pool.trash_slot)
-        self.rows[count:].fill_(self.runner.table.pad_row)
+        host = self.host
+        host[0, :count], host[1, :count] = step.input_ids, step.positions
+        host[2, :count], host[3, :count] = step.slots, step.rows
+        host[:2, count:] = 0
+        host[2, count:] = self.runner.pool.trash_slot
+        host[3, count:] = self.runner.table.pad_row
+        self.inputs.copy_(host)  # blocking: the pinned buffer is free again when it returns
         self.graph.replay()
         return self.logits
