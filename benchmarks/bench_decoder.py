@@ -117,11 +117,13 @@ def quantiles(times):
 def environment(device: str) -> dict:
     import transformers
 
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        sha = ""
+    sha = os.environ.get("NPR_GIT_SHA", "")  # a device copy of the tree has no .git: pass it in
+    if not sha:
+        try:
+            sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=Path(__file__).parent).stdout.strip()
+        except OSError:
+            sha = ""
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{os.cpu_count()}"
     return {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
             "git_sha": sha or "unknown", "date": datetime.date.today().isoformat()}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared device check (see DEVELOPERS.md): GPU tests, then the decoder benchmark on a
 # Qwen3-4B-shaped random model. Writes logs and CSV rows under ${OUT:-out}/.
+# The device copy has no .git: run it as  NPR_GIT_SHA=<sha> OUT=$OUT bash scripts/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
