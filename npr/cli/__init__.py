@@ -14,17 +14,23 @@ SUBCOMMANDS = {
 }
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand is listed, but only `command`'s module is imported: `npr doctor` must work
+    when another subcommand's dependencies are broken, since diagnosing that is its job."""
     parser = argparse.ArgumentParser(prog="npr", description="native-parallel-reasoner command line.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in SUBCOMMANDS.items():
-        module = importlib.import_module(f"npr.cli.{name}")
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(f"npr.cli.{name}").add_arguments(sub_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # the top-level parser has no options of its own, so the first word is the subcommand
+    command = next((word for word in argv if not word.startswith("-")), None)
+    parser = make_parser(command)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
