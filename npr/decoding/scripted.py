@@ -38,10 +38,20 @@ class ScriptedStructure:
 
 
 def content_token_ids(tokenizer, model_vocab_size: int, exclude: set[int]) -> torch.Tensor:
-    """Ids a script may use as content: real tokenizer entries that are not special or excluded."""
+    """Ids a script may use as content: tokenizer entries that are not special or excluded and that
+    decode on their own to printable text (no stray byte pieces), so scripted output stays readable."""
     special = set(tokenizer.all_special_ids) | set(exclude)
     limit = min(len(tokenizer), model_vocab_size)
-    return torch.tensor([i for i in range(limit) if i not in special], dtype=torch.long)
+    ids = []
+    for i in range(limit):
+        if i in special:
+            continue
+        text = tokenizer.decode([i])
+        if text and "\ufffd" not in text and text.isprintable():
+            ids.append(i)
+    if not ids:
+        raise ValueError("the tokenizer has no printable non-special token a script could use as content")
+    return torch.tensor(ids, dtype=torch.long)
 
 
 class ScriptProcessor:
