@@ -27,6 +27,8 @@ def register() -> None:
         if not os.environ.get("NPR_SKIP_VERSION_CHECK"):
             check_host_version("verl")
         import verl  # noqa: F401  (the host must be importable before anything is registered)
-        from verl_npr.reward_manager import register_reward_manager; register_reward_manager()  # noqa: E702
+        from verl_npr.reward_manager import register_reward_manager
+
+        register_reward_manager()
 
         _REGISTERED = True
