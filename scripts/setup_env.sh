@@ -46,7 +46,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 version="$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 if [ "$version" != "3.11" ]; then
-    # SGLang 0.5.23 ships a cp311 wheel only, and requirements/test.txt was locked on 3.11.
+    # requirements/test.txt was locked and tested on 3.11 (SGLang 0.5.23 has no 3.10 wheel,
+    # verl 0.9.1 wants <3.13).
     echo "setup_env: $VENV has Python $version but the pinned environment needs 3.11;" \
          "install python3.11 (or point NPR_PYTHON at it) and run: bash scripts/setup_env.sh --clean" >&2
     exit 1
