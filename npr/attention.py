@@ -4,14 +4,12 @@ query axis so K/V are never repeated. Used by the reference decoder and the stru
 
 from __future__ import annotations
 
-import threading
-
 import torch
 import torch.nn.functional as F
 
+from npr.once import Once
+
 ATTENTION_NAME = "npr"
-_LOCK = threading.Lock()
-_REGISTERED = False
 
 
 def npr_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -51,19 +49,22 @@ def npr_attention_forward(module, query, key, value, attention_mask, scaling=Non
     return out.reshape(batch, num_heads, q_len, head_dim).transpose(1, 2).contiguous(), None
 
 
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, npr_attention_forward)
+    try:  # when no mask is passed, build an SDPA-style boolean one for this implementation
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
+    except (ImportError, AttributeError):  # pragma: no cover - older transformers
+        pass
+
+
+_ONCE = Once(_register_attention)
+
+
 def register_attention() -> str:
     """Register "npr" with transformers' AttentionInterface (idempotent); returns the name."""
-    global _REGISTERED
-    with _LOCK:
-        if not _REGISTERED:
-            from transformers import AttentionInterface
-
-            AttentionInterface.register(ATTENTION_NAME, npr_attention_forward)
-            try:  # masks are built by us: tell transformers not to build one for this implementation
-                from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
-                ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
-            except (ImportError, AttributeError):  # pragma: no cover - older transformers
-                pass
-            _REGISTERED = True
+    _ONCE()
     return ATTENTION_NAME

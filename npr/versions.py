@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 
 from packaging.specifiers import SpecifierSet
@@ -29,9 +30,13 @@ def installed_version(dist: str) -> str | None:
 
 
 def check_host_version(dist: str, spec: str | None = None) -> str:
-    """Return the installed version of `dist`; raise HostVersionError naming installed vs supported."""
+    """Return the installed version of `dist`; raise HostVersionError naming installed vs supported.
+
+    NPR_SKIP_VERSION_CHECK=1 accepts any installed version (at your own risk)."""
     spec = spec or SUPPORTED[dist]
     version = installed_version(dist)
+    if version is not None and os.environ.get("NPR_SKIP_VERSION_CHECK"):
+        return version
     if version is None:
         raise HostVersionError(
             f"{dist} is not installed; native-parallel-reasoner supports {dist}{spec}. "

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import threading
-
+from npr.once import Once
 from npr.versions import check_host_version
 
-_LOCK = threading.Lock()
-_REGISTERED = False
+
+def _register_with_sglang() -> None:
+    check_host_version("sglang")
+    import sglang.srt.plugins  # noqa: F401  (the host must be importable before anything is registered)
 
 
-def is_registered() -> bool:
-    return _REGISTERED
+_ONCE = Once(_register_with_sglang)
 
 
 def register() -> None:
@@ -20,12 +19,8 @@ def register() -> None:
 
     Raises HostVersionError when SGLang is missing or outside the supported range.
     """
-    global _REGISTERED
-    with _LOCK:
-        if _REGISTERED:
-            return
-        if not os.environ.get("NPR_SKIP_VERSION_CHECK"):
-            check_host_version("sglang")
-        import sglang.srt.plugins  # noqa: F401
+    _ONCE()
 
-        _REGISTERED = True
+
+def is_registered() -> bool:
+    return _ONCE.done

@@ -147,7 +147,7 @@ def test_version_error_names_installed_and_supported(monkeypatch, host, installe
     import sys
 
     registration = importlib.import_module(f"{host}_npr.registration")
-    monkeypatch.setattr(registration, "_REGISTERED", False)
+    monkeypatch.setattr(registration._ONCE, "done", False)
     monkeypatch.delenv("NPR_SKIP_VERSION_CHECK", raising=False)
     _fake_versions(monkeypatch, **{host: installed})
     host_was_imported = host in sys.modules
@@ -165,7 +165,7 @@ def test_missing_host_error_says_what_to_install(monkeypatch, host):
     import importlib
 
     registration = importlib.import_module(f"{host}_npr.registration")
-    monkeypatch.setattr(registration, "_REGISTERED", False)
+    monkeypatch.setattr(registration._ONCE, "done", False)
     monkeypatch.delenv("NPR_SKIP_VERSION_CHECK", raising=False)
     _fake_versions(monkeypatch, **{host: None})
     with pytest.raises(HostVersionError, match=f"{host} is not installed") as err:

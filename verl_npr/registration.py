@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import threading
-
+from npr.once import Once
 from npr.versions import check_host_version
 
-_LOCK = threading.Lock()
-_REGISTERED = False
+
+def _register_with_verl() -> None:
+    check_host_version("verl")
+    import verl  # noqa: F401  (the host must be importable before anything is registered)
+
+    from verl_npr.reward_manager import register_reward_manager
+
+    register_reward_manager()
 
 
-def is_registered() -> bool:
-    return _REGISTERED
+_ONCE = Once(_register_with_verl)
 
 
 def register() -> None:
@@ -20,15 +23,8 @@ def register() -> None:
 
     Raises HostVersionError when verl is missing or outside the supported range.
     """
-    global _REGISTERED
-    with _LOCK:
-        if _REGISTERED:
-            return
-        if not os.environ.get("NPR_SKIP_VERSION_CHECK"):
-            check_host_version("verl")
-        import verl  # noqa: F401  (the host must be importable before anything is registered)
-        from verl_npr.reward_manager import register_reward_manager
+    _ONCE()
 
-        register_reward_manager()
 
-        _REGISTERED = True
+def is_registered() -> bool:
+    return _ONCE.done
