@@ -9,11 +9,9 @@ Rows go to benchmarks/results/decoder.csv with device, versions, git sha, date a
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,9 +19,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from npr.decoding import Decoder, DecodingConfig, ForcedTokens, SamplingParams, ScriptedStructure  # noqa: E402
 from npr.tiny import make_tiny_model, make_tiny_tokenizer  # noqa: E402
+from common import append_rows, git_sha, quantiles  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decoder.csv"
 # Peak memory bandwidth (bytes/s) used for the weight-read bound of one decode step.
@@ -108,25 +108,12 @@ def probe_overheads(decoder) -> None:
           f"{roundtrip_ms:.3f} ms host")
 
 
-def quantiles(times):
-    ordered = sorted(times)
-    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-    return statistics.median(ordered), pick(0.2), pick(0.8)
-
-
 def environment(device: str) -> dict:
     import transformers
 
-    sha = os.environ.get("NPR_GIT_SHA", "")  # a device copy of the tree has no .git: pass it in
-    if not sha:
-        try:
-            sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=Path(__file__).parent).stdout.strip()
-        except OSError:
-            sha = ""
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu x{os.cpu_count()}"
     return {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
-            "git_sha": sha or "unknown", "date": datetime.date.today().isoformat()}
+            "git_sha": git_sha(), "date": datetime.date.today().isoformat()}
 
 
 def main(argv=None) -> int:
@@ -180,7 +167,6 @@ def main(argv=None) -> int:
                          ms_per_step=round(fj_step, 3), speedup=round(speedup, 3)))
         rows.append(dict(base, provider="sequential_same_runner", median_s=seq_med, p20_s=seq_p20, p80_s=seq_p80,
                          ms_per_step=round(seq_step, 3), speedup=1.0))
-        del fork_join, sequential
     if args.hf_tokens:
         prompt, _, _ = setup_case(args, tokenizer, model, 1)
         ids = torch.tensor([prompt], device=device)
@@ -198,16 +184,7 @@ def main(argv=None) -> int:
     if bandwidth:
         print(f"weight-read bound per decode step: {1000 * weight_bytes / bandwidth:.2f} ms "
               f"({weight_bytes / 1e9:.2f} GB at {bandwidth / 1e12:.2f} TB/s)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(rows[0].keys()) if rows else []
-    new = not out.exists()
-    with out.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-    print(f"rows appended to {out}")
+    append_rows(args.out, rows)
     return 0
 
 

@@ -14,17 +14,18 @@ Rows go to benchmarks/results/reward.csv with device, versions, git sha, date, m
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 from importlib import metadata
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_rows, git_sha, quantiles  # noqa: E402
 
 CHARS_PER_TOKEN = 4  # rough for English + LaTeX with a Qwen-style tokenizer
 
@@ -146,18 +147,6 @@ def _version(dist: str) -> str:
         return "-"
 
 
-def _git_sha() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "-"
-
-
-def _quantile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=10, method="inclusive")[int(q * 10) - 1] if len(values) > 1 else values[0]
-
-
 def _measure(case: str, name: str, repeats: list[list[tuple[str, str]]], args: argparse.Namespace) -> dict:
     from reward.verify import clear_cache
 
@@ -170,12 +159,12 @@ def _measure(case: str, name: str, repeats: list[list[tuple[str, str]]], args: a
         fn(cases)
         rates.append(len(cases) / (time.perf_counter() - start))
     row = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "git_sha": _git_sha(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "git_sha": git_sha(),
         "device": _device(), "python": platform.python_version(), "math_verify": _version("math-verify"),
         "sympy": _version("sympy"), "torch": _version("torch"), "verl": _version("verl"),
         "case": f"parallel_{args.num_tokens // 1024}k_{case}", "provider": name, "num_responses": len(repeats[0]),
         "repeats": len(repeats), "median_resp_per_s": round(statistics.median(rates), 2),
-        "p20_resp_per_s": round(_quantile(rates, 0.2), 2), "p80_resp_per_s": round(_quantile(rates, 0.8), 2),
+        "p20_resp_per_s": round(quantiles(rates)[1], 2), "p80_resp_per_s": round(quantiles(rates)[2], 2),
     }
     print(f"  {name:12s} median {row['median_resp_per_s']:8.2f} resp/s  "
           f"(p20 {row['p20_resp_per_s']}, p80 {row['p80_resp_per_s']})  on {row['device']}")
@@ -200,15 +189,7 @@ def main(argv: list[str] | None = None) -> int:
               f"~{mean_chars / CHARS_PER_TOKEN:.0f} tokens ({mean_chars:.0f} chars) each")
         rows += [_measure(case, name, repeats, args) for name in args.providers.split(",")]
     if not args.no_write:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        is_new = not out.exists()
-        with out.open("a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            if is_new:
-                writer.writeheader()
-            writer.writerows(rows)
-        print(f"appended {len(rows)} rows to {out}")
+        append_rows(args.out, rows)
     return 0
 
 

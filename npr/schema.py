@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable
 
 TAGS: dict[str, str] = {
     "guideline_open": "<guideline>",

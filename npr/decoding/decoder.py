@@ -10,14 +10,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from npr.decoding.config import DecodingConfig, SamplingParams
 from npr.decoding.controller import (
     BranchDone,
-    BranchEnd,
     Finish,
     Fork,
     ForkJoinController,
@@ -26,12 +25,10 @@ from npr.decoding.controller import (
     Seq,
     SeqState,
 )
-from npr.decoding.kv_pool import PoolExhaustedError
 from npr.decoding.runner import ModelRunner, StepInputs
 from npr.decoding.sampler import LogitsProcessor, apply_step_repetition_penalty, make_generator, sample
 from npr.decoding.scripted import ScriptedStructure, content_token_ids
 from npr.layout import Layout, Templates, build_layout
-from npr.schema import NprError
 
 
 @dataclass

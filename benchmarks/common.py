@@ -1,0 +1,44 @@
+"""Shared by the benchmark scripts: git sha, quantiles, and appending rows to a results CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+import statistics
+import subprocess
+from pathlib import Path
+
+
+def git_sha() -> str:
+    """Short sha of the checkout; NPR_GIT_SHA when set (a device copy of the tree has no .git)."""
+    sha = os.environ.get("NPR_GIT_SHA", "")
+    if sha:
+        return sha
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip() or "-"
+    except (OSError, subprocess.CalledProcessError):
+        return "-"
+
+
+def quantiles(values: list[float]) -> tuple[float, float, float]:
+    """(median, p20, p80) of repeated measurements."""
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    deciles = statistics.quantiles(values, n=10, method="inclusive")
+    return statistics.median(values), deciles[1], deciles[7]
+
+
+def append_rows(path: str | Path, rows: list[dict]) -> None:
+    """Append rows to a CSV, writing the header when the file is new."""
+    if not rows:
+        return
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    is_new = not out.exists()
+    with out.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), extrasaction="ignore")
+        if is_new:
+            writer.writeheader()
+        writer.writerows(rows)
+    print(f"appended {len(rows)} rows to {out}")
