@@ -44,6 +44,7 @@ class Seq:
     forced: list[int] = field(default_factory=list)  # to be chosen next without sampling
     state: SeqState = SeqState.ACTIVE
     end: BranchEnd | None = None
+    header_len: int = 0  # forced tokens that open a branch (<step> + "\n{i}:"); 0 for the trunk
     logprob_source: "Seq | None" = None  # for a branch's first token: the sibling before it (linear order)
     next_sibling: "Seq | None" = None
     engine: Any = None  # the engine's own per-sequence state (slots, rows, RNG, ...)
@@ -246,7 +247,7 @@ class ForkJoinController:
         for i in range(1, num + 1):
             header = self.templates.branch_header(i)
             child = Seq(request, branch=i, next_position=request.fork_position + 1, forced=list(header),
-                        logprob_source=children[-1] if children else None)
+                        header_len=len(header), logprob_source=children[-1] if children else None)
             if children:
                 children[-1].next_sibling = child
             children.append(child)

@@ -232,8 +232,8 @@ class _Session:
                 for processor in self.processors[seq.request.req_id]:
                     row = processor(seq, row)
                 if not seq.is_trunk:
-                    header = len(self.decoder.templates.branch_header(seq.branch))
-                    row = apply_step_repetition_penalty(row, seq.tokens[header:], self.config.step_repetition_penalty)
+                    row = apply_step_repetition_penalty(row, seq.tokens[seq.header_len:],
+                                                        self.config.step_repetition_penalty)
                 rows.append(row)
             processed = torch.stack(rows)
         if self.sampling.is_greedy:
@@ -241,8 +241,7 @@ class _Session:
         else:
             chosen = torch.tensor([sample(row, self.sampling, seq.engine.generator) for seq, row in zip(seqs, processed)],
                                   device=raw.device)
-        logprobs = torch.log_softmax(raw if raw.dtype == torch.float64 else raw.float(), -1)
-        picked = logprobs.gather(1, chosen[:, None])[:, 0]
+        picked = _log_softmax(raw).gather(1, chosen[:, None])[:, 0]
         tokens, values = torch.stack([chosen.to(picked.dtype), picked]).tolist()  # one device sync
         for seq, token, logprob in zip(seqs, tokens, values):
             if not seq.request.is_finished:
@@ -281,7 +280,7 @@ class _Session:
         for seq, count, lo, hi, is_prompt in spans:
             seq.engine.last_logits = logits[hi - 1]
             if not is_prompt and count > 1:  # forced run: score tokens 2..count from the rows before them
-                rows_lp = torch.log_softmax(logits[lo:hi - 1].double(), -1)
+                rows_lp = _log_softmax(logits[lo:hi - 1])
                 fed = torch.tensor(seq.tokens[-count + 1:], device=device)
                 values = rows_lp.gather(1, fed[:, None])[:, 0].tolist()
                 seq.logprobs[len(seq.logprobs) - count + 1:] = values
@@ -320,13 +319,12 @@ class _Session:
                     self._release(index)
 
     def _release(self, index: int) -> None:
-        request = self.running.pop(index)
+        del self.running[index]
         for seq in self.seqs.pop(index):
             self.runner.pool.free(seq.engine.slots, seq)
             seq.engine.slots = []
             self.runner.table.release(seq.engine.row)
         self.reserved -= min(self.needs[index], self.runner.pool.capacity)
-        del request
 
     def _result(self, request: Request) -> DecodeResult:
         decoder = self.decoder
@@ -345,9 +343,13 @@ class _Session:
         )
 
 
+def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probs of raw logits [..., V]: float64 for a float64 model, float32 otherwise."""
+    return torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
+
+
 def _logprob(logits: torch.Tensor, token: int) -> float:
-    work = logits.double() if logits.dtype == torch.float64 else logits.float()
-    return float(torch.log_softmax(work, -1)[token])
+    return float(_log_softmax(logits)[token])
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

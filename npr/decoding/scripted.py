@@ -59,7 +59,7 @@ class ScriptProcessor:
 
     def __init__(self, script: ScriptedStructure, templates: Templates, eos: int, content_ids: torch.Tensor):
         t = templates.tags
-        self.script, self.templates = script, templates
+        self.script = script
         trunk: list[int] = []
         for block in script.branch_lengths:
             trunk += [t.guideline_open]
@@ -89,7 +89,7 @@ class ScriptProcessor:
         block = seq.request.num_forks - 1
         lengths = self.script.branch_lengths
         wanted = lengths[block][seq.branch - 1] if block < len(lengths) and seq.branch <= len(lengths[block]) else 0
-        written = len(seq.tokens) - len(self.templates.branch_header(seq.branch))
+        written = len(seq.tokens) - seq.header_len
         return self._allow(logits, CONTENT if written < wanted else self.step_close)
 
 

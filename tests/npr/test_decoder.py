@@ -42,8 +42,7 @@ class Forcer:
             wanted = self.trunk[len(seq.tokens)] if len(seq.tokens) < len(self.trunk) else self.eos
         else:
             content = self.branches.get((seq.request.num_forks, seq.branch), [])
-            header = 2 + len(str(seq.branch))  # <step> "\n" digits ":" in the tiny tokenizer
-            written = len(seq.tokens) - header
+            written = len(seq.tokens) - seq.header_len
             wanted = content[written] if written < len(content) else self.eos
         out = torch.full_like(logits, float("-inf"))
         out[wanted] = 0.0
