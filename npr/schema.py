@@ -81,6 +81,11 @@ class TagIds:
     def all(self) -> frozenset[int]:
         return frozenset(self.as_dict().values())
 
+    @property
+    def by_text(self) -> dict[str, int]:
+        """Tag string -> id: the one map from text to ids ("<step>" -> step_open's id, ...)."""
+        return {TAGS[name]: value for name, value in self.as_dict().items()}
+
     def name_of(self, token_id: int) -> str | None:
         for name, value in self.as_dict().items():
             if value == token_id:
@@ -285,7 +290,7 @@ class Tracker:
 # Text level: for people, Stage-1 text rewards and data conversion. Offsets are character offsets.
 
 _TAG_RE = re.compile("(" + "|".join(re.escape(s) for s in TAG_STRINGS) + ")")
-_TEXT_ID_OF = {TAGS[name]: value for name, value in TEXT_TAG_IDS.as_dict().items()}
+_TEXT_ID_OF = TEXT_TAG_IDS.by_text
 
 
 @dataclass(frozen=True)
