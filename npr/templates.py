@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from npr.schema import TAGS, TagIds, split_text
+from npr.schema import TAGS, TagIds
+from npr.text import split_text
 
 
 _HEADER_RE = re.compile(r"\n(\d+):")

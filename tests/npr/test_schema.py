@@ -3,7 +3,8 @@
 import pytest
 
 from npr.layout import build_layout, render_block_text
-from npr.schema import Event, Phase, TagIds, TagTokenError, Tracker, parse_text
+from npr.schema import Event, Phase, TagIds, TagTokenError, Tracker
+from npr.text import parse_text
 from npr.tiny import make_tiny_tokenizer
 
 
