@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from reward.choice import grade_choice, normalize_text, parse_choice_reference
 from reward.extract import Answer, extract_answer
-from reward.verify import verify_equivalent
+from reward.verify import timeout_from_env, verify_equivalent
 
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z\s\-']*[A-Za-z]")
 _TEXT_WRAPPER_RE = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}$")
@@ -90,7 +90,8 @@ def fast_verdict(gold: str, pred: str) -> bool | None:
 def grade_answer(answer: Answer, reference: Any, *, extra_info: Mapping[str, Any] | None = None,
                  timeout_s: float | None = None) -> Grading:
     """Grade an extracted answer against a reference (or a list of acceptable ones). Never raises on
-    any answer or reference; a bad timeout setting raises ValueError."""
+    any answer or reference; a bad timeout setting raises ValueError, whatever the answer."""
+    timeout_s = timeout_from_env(timeout_s)
     references = references_of(reference)
     if answer.text is None or answer.is_empty or not references:
         return Grading(False, answer, "none")
