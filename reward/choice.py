@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _REFERENCE_RE = re.compile(r"^\(?(?P<letter>[A-Z])\)?(?:\s*[.:)]\s*(?P<text>.*?))?\s*$", re.DOTALL)
 # Wrappers a model puts around a letter: \text{B}, \textbf{(B)}, \mathrm{B}, \mbox{B}.
-_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_WRAPPER_OPEN_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{|[{}]")
 _LONE_LETTER_RE = re.compile(r"^(?:option|choice|answer)?\s*[:\s]?\s*[\(\[]?(?P<letter>[A-Za-z])[\)\]]?\s*\.?$",
                              re.IGNORECASE)
 _LEADING_LETTER_RE = re.compile(r"^(?:option|choice)?\s*[\(\[]?(?P<letter>[A-Z])(?:[\)\]]\s*|\s*[.:)]\s+|\s*[.:)]$)")
@@ -60,10 +60,27 @@ def normalize_text(text: str) -> str:
 
 
 def _unwrap(text: str) -> str:
-    previous = None
-    while previous != text:  # \textbf{\text{B}} -> B
-        previous, text = text, _WRAPPER_RE.sub(r"\1", text)
-    return text.strip()
+    """`text` with every wrapper whose content (once its own wrappers are gone) has no brace replaced by
+    that content: `\\textbf{\\text{B}}` -> `B`. One pass with a stack: linear in any nesting depth."""
+    stack: list[tuple[str, list[str]]] = [("", [])]  # (opener, pieces) of each open group
+    pos = 0
+    for m in _WRAPPER_OPEN_RE.finditer(text):
+        stack[-1][1].append(text[pos:m.start()])
+        pos = m.end()
+        if m.group() != "}":
+            stack.append((m.group(), []))
+        elif len(stack) == 1:
+            stack[0][1].append("}")  # a brace closing nothing stays as text
+        else:
+            opener, pieces = stack.pop()
+            content = "".join(pieces)
+            is_unwrapped = opener != "{" and "{" not in content and "}" not in content
+            stack[-1][1].append(content if is_unwrapped else opener + content + "}")
+    stack[-1][1].append(text[pos:])
+    while len(stack) > 1:  # groups never closed stay as written
+        opener, pieces = stack.pop()
+        stack[-1][1].append(opener + "".join(pieces))
+    return "".join(stack[0][1]).strip()
 
 
 def predicted_letter(answer: str) -> str | None:

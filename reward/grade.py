@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from reward.choice import grade_choice, normalize_text, parse_choice_reference
-from reward.extract import Answer, extract_answer
+from reward.extract import Answer, extract_answer, strip_trailing
 from reward.verify import timeout_from_env, verify_equivalent
 
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z\s\-']*[A-Za-z]")
 _TEXT_WRAPPER_RE = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}$")
 _UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
-_PERCENT_RE = re.compile(r"\s*\\?%\s*$")
 _INTEGER_RE = re.compile(r"-?\d+")
 
 
@@ -52,9 +51,16 @@ def references_of(reference: Any) -> list[str]:
 
 def clean_math(text: str) -> str:
     """An answer ready for `$...$` wrapping: no unescaped `$`, no trailing period, no outer `\\text{}`."""
-    text = _UNESCAPED_DOLLAR_RE.sub("", text).strip()
-    text = re.sub(r"[.\s]+$", "", text)
-    return text
+    return strip_trailing(_UNESCAPED_DOLLAR_RE.sub("", text).strip(), ".")
+
+
+def strip_percent(text: str) -> str | None:
+    """`text` without a trailing percent sign (`50\\%`, `50 %`), or None when it has none."""
+    text = text.rstrip()
+    if not text.endswith("%"):
+        return None
+    text = text[:-1]
+    return (text[:-1] if text.endswith("\\") else text).rstrip()
 
 
 def is_word_answer(reference: str) -> bool:
@@ -68,11 +74,11 @@ def math_pairs(gold: str, pred: str) -> list[tuple[str, str]]:
     """(gold, pred) candidates for math-verify; a percent on one side also tries the fraction of 100."""
     gold, pred = clean_math(gold), clean_math(pred)
     pairs = [(gold, pred)]
-    gold_pct, pred_pct = bool(_PERCENT_RE.search(gold)), bool(_PERCENT_RE.search(pred))
-    if gold_pct and not pred_pct:
-        pairs.append(("\\frac{" + _PERCENT_RE.sub("", gold) + "}{100}", pred))
-    elif pred_pct and not gold_pct:
-        pairs.append((gold, "\\frac{" + _PERCENT_RE.sub("", pred) + "}{100}"))
+    gold_pct, pred_pct = strip_percent(gold), strip_percent(pred)
+    if gold_pct is not None and pred_pct is None:
+        pairs.append(("\\frac{" + gold_pct + "}{100}", pred))
+    elif pred_pct is not None and gold_pct is None:
+        pairs.append((gold, "\\frac{" + pred_pct + "}{100}"))
     return pairs
 
 
