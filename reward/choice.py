@@ -17,6 +17,8 @@ _WRAPPER_OPEN_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|opera
 _LONE_LETTER_RE = re.compile(r"^(?:option|choice|answer)?\s*[:\s]?\s*[\(\[]?(?P<letter>[A-Za-z])[\)\]]?\s*\.?$",
                              re.IGNORECASE)
 _LEADING_LETTER_RE = re.compile(r"^(?:option|choice)?\s*[\(\[]?(?P<letter>[A-Z])(?:[\)\]]\s*|\s*[.:)]\s+|\s*[.:)]$)")
+# After a leading letter, another option named: "(A) or (B)", "A) and C)", "(A), (C)", "(A)/(B)".
+_ANOTHER_LETTER_RE = re.compile(r"^(?:or|and|[,;/&])\s*[\(\[]?(?P<letter>[A-Z])(?![A-Za-z])|[\(\[](?P<paren>[A-Z])[\)\]]")
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,24 @@ def predicted_letter(answer: str) -> str | None:
     if m:
         return m.group("letter").upper()
     m = _LEADING_LETTER_RE.match(text)
-    return m.group("letter") if m else None
+    if m is None or _names_another_letter(text[m.end():], m.group("letter")):
+        return None
+    return m.group("letter")
+
+
+def _names_another_letter(rest: str, letter: str) -> bool:
+    """Whether the text after a leading option letter names a different option too (a hedge such as
+    "(A) or (B) or (C)", which must not get credit for whichever letter comes first)."""
+    for m in _ANOTHER_LETTER_RE.finditer(rest.strip()):
+        other = m.group("letter") or m.group("paren")
+        if other != letter:
+            return True
+    return False
 
 
 def grade_choice(answer: str, reference: ChoiceReference) -> bool:
-    """True when the answer names the reference's letter, or (naming no letter) matches its option text."""
+    """True when the answer names the reference's letter, or (naming no letter) matches its option text.
+    An answer naming several options ("(A) or (B)") names none and matches no option text: False."""
     letter = predicted_letter(answer)
     if letter is not None:
         return letter == reference.letter

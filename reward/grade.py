@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Mapping
 
 from reward.choice import grade_choice, normalize_text, parse_choice_reference
@@ -16,6 +17,10 @@ _WORD_RE = re.compile(r"[A-Za-z][A-Za-z\s\-']*[A-Za-z]")
 _TEXT_WRAPPER_RE = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}$")
 _UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
 _INTEGER_RE = re.compile(r"-?\d+")
+# Word references that math-verify itself reads as math (it parses "infinity" as oo, so "\\infty" matches):
+# graded as text first, then as this LaTeX. math-verify is the reference for such decisions; it does not
+# read "√2" (text) or "1.5e3" (1.5*e*3) as numbers, so neither do we (see tests/reward/test_grade.py).
+MATH_WORDS = {"infinity": "\\infty"}
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,19 @@ def references_of(reference: Any) -> list[str]:
     if isinstance(reference, int):
         return [str(reference)]
     if isinstance(reference, float):
-        return [repr(reference)] if math.isfinite(reference) else []
+        return [float_text(reference)] if math.isfinite(reference) else []
     if isinstance(reference, bytes):
         reference = reference.decode("utf-8", "replace")
     text = str(reference).strip()
     return [text] if text else []
+
+
+def float_text(value: float) -> str:
+    """A finite float as a model writes it: positional, never scientific (`repr(1e-05)` is "1e-05", which
+    matches no answer), and integral values without ".0": 1e-05 -> "0.00001", 1e16 -> "10000000000000000"."""
+    if value.is_integer():
+        return str(int(value))
+    return format(Decimal(repr(value)), "f")  # repr: the shortest text that round-trips
 
 
 def clean_math(text: str) -> str:
@@ -102,29 +115,32 @@ def grade_answer(answer: Answer, reference: Any, *, extra_info: Mapping[str, Any
     if answer.text is None or answer.is_empty or not references:
         return Grading(False, answer, "none")
     said = answer.text
-    status = method = "ok"
+    status, method = "ok", "none"
     for ref in references:
         choice = parse_choice_reference(ref, extra_info)
         if choice is not None:
             method = "choice"
             if grade_choice(said, choice):
                 return Grading(True, answer, method)
-        elif is_word_answer(ref):
+            continue
+        if is_word_answer(ref):
             method = "text"
             if normalize_text(said) == normalize_text(ref):
                 return Grading(True, answer, method)
-        else:
-            method = "math"
-            fast = fast_verdict(ref, said)
-            if fast is not None:
-                if fast:
-                    return Grading(True, answer, method)
+            ref = MATH_WORDS.get(normalize_text(ref))
+            if ref is None:
                 continue
-            verdict = verify_equivalent(math_pairs(ref, said), timeout_s)
-            if verdict.ok:
+        method = "math"
+        fast = fast_verdict(ref, said)
+        if fast is not None:
+            if fast:
                 return Grading(True, answer, method)
-            if verdict.status != "ok":
-                status = verdict.status
+            continue
+        verdict = verify_equivalent(math_pairs(ref, said), timeout_s)
+        if verdict.ok:
+            return Grading(True, answer, method)
+        if verdict.status != "ok":
+            status = verdict.status
     return Grading(False, answer, method, status)
 
 
