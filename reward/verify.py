@@ -171,8 +171,9 @@ class VerifierPool:
         self.num_busy = 0  # calls whose deadline passed while they waited for a free worker
 
     def verify(self, pairs: list[tuple[str, str]], timeout_s: float) -> Verdict:
-        """True when any (gold, pred) pair is equivalent. Returns within `timeout_s`, waiting for a free
-        worker included, plus the start of a new worker when this call starts one.
+        """True when any (gold, pred) pair is equivalent. Returns within `timeout_s` of waiting for a free
+        worker and verifying; waiting for a worker that is still starting (a new or replacement process,
+        bounded by start_timeout_s) does not count.
 
         Raises WorkerError when no worker can be started. Any exception gives the worker back (killed,
         since its pipe may hold a half-written request), so the pool never loses a slot.
