@@ -180,19 +180,17 @@ class VerifierPool:
         """
         deadline = time.monotonic() + timeout_s
         worker = self._acquire(deadline)
+        remaining = deadline - time.monotonic()
+        if worker is not None and remaining < min(_GRACE_S, timeout_s / 4):
+            self._release(worker)  # too little time left to verify: no point in killing a worker
+            worker = None
         if worker is None:
             with self._cond:
                 self.num_busy += 1
             return Verdict(False, "timeout")
         try:
-            remaining = deadline - time.monotonic()
-            if worker.is_ready and remaining < min(_GRACE_S, timeout_s / 4):
-                self._release(worker)  # too little time left to verify: no point in killing a worker
-                return Verdict(False, "timeout")
-            started = time.monotonic()
-            worker.wait_ready(self.start_timeout_s)  # a fresh worker's start does not count
-            deadline += time.monotonic() - started
-            reply = worker.request(pairs, deadline - time.monotonic())
+            worker.wait_ready(self.start_timeout_s)  # a worker's start does not count against the timeout
+            reply = worker.request(pairs, remaining)
         except BaseException as exc:
             self._discard(worker)
             if isinstance(exc, (WorkerError, OSError, ValueError)):
