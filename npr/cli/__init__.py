@@ -16,10 +16,6 @@ SUBCOMMANDS = {
 }
 
 
-class CliError(NprError, ValueError):
-    """A bad input a subcommand found after parsing: `main` prints `npr <cmd>: error: <message>`, exits 2."""
-
-
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every subcommand is listed, but only `command`'s module is imported: `npr doctor` must work
     when another subcommand's dependencies are broken, since diagnosing that is its job."""
@@ -32,6 +28,10 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class CliError(NprError, ValueError):
+    """A bad input a subcommand found after parsing: reported with `fail` (`npr <cmd>: error: ...`, exit 2)."""
+
+
 def fail(command: str | None, message: str) -> int:
     """Report a bad input the way argparse does (`npr <cmd>: error: ...` on stderr); returns exit code 2."""
     print(f"npr {command}: error: {message}" if command else f"npr: error: {message}", file=sys.stderr)
@@ -42,23 +42,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # the top-level parser has no options of its own, so the first word is the subcommand
     command = next((word for word in argv if not word.startswith("-")), None)
-    known = command if command in SUBCOMMANDS else None
     for word in argv:
         try:
             word.encode("utf-8")
         except UnicodeEncodeError:  # bytes in another encoding, decoded by Python with surrogate escapes
-            return fail(known, f"argument {word!r} is not valid UTF-8: pass arguments in UTF-8 "
-                               "(e.g. with LANG=C.UTF-8 in the shell)")
+            return fail(command if command in SUBCOMMANDS else None, f"argument {word!r} is not valid UTF-8: "
+                        "pass arguments in UTF-8 (e.g. with LANG=C.UTF-8 in the shell)")
     parser = make_parser(command)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
     module = importlib.import_module(f"npr.cli.{args.command}")
-    try:
-        return int(module.run(args) or 0)
-    except CliError as err:
-        return fail(args.command, str(err))
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 
-from npr.cli import CliError
+from npr.cli import CliError, fail
 
 # files of which a saved tokenizer has at least one (transformers' save_pretrained writes the first two)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
@@ -162,6 +162,14 @@ def answer_line(text: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return generate(args)
+    except CliError as err:
+        return fail("generate", str(err))
+
+
+def generate(args: argparse.Namespace) -> int:
+    """The subcommand's work; raises CliError for a bad input, before decoding starts."""
     from npr.decoding import Decoder, DecodingConfig, SamplingParams
     from npr.render import render_tree, summarize
     from npr.schema import NprError
