@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import platform
 import random
 import statistics
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_rows, git_sha, quantiles  # noqa: E402
+from common import append_rows, cpu_device, dist_version, git_sha, quantiles  # noqa: E402
 
 CHARS_PER_TOKEN = 4  # rough for English + LaTeX with a Qwen-style tokenizer
 
@@ -130,23 +128,6 @@ def run_mathverify(cases):
 PROVIDERS = {"npr": run_npr, "npr_format": run_npr_format, "mathverify": run_mathverify}
 
 
-def _device() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {model}, {os.cpu_count()} cores"
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "-"
-
-
 def _measure(case: str, name: str, repeats: list[list[tuple[str, str]]], args: argparse.Namespace) -> dict:
     from reward.verify import clear_cache
 
@@ -160,8 +141,8 @@ def _measure(case: str, name: str, repeats: list[list[tuple[str, str]]], args: a
         rates.append(len(cases) / (time.perf_counter() - start))
     row = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "git_sha": git_sha(),
-        "device": _device(), "python": platform.python_version(), "math_verify": _version("math-verify"),
-        "sympy": _version("sympy"), "torch": _version("torch"), "verl": _version("verl"),
+        "device": cpu_device(), "python": platform.python_version(), "math_verify": dist_version("math-verify"),
+        "sympy": dist_version("sympy"), "torch": dist_version("torch"), "verl": dist_version("verl"),
         "case": f"parallel_{args.num_tokens // 1024}k_{case}", "provider": name, "num_responses": len(repeats[0]),
         "repeats": len(repeats), "median_resp_per_s": round(statistics.median(rates), 2),
         "p20_resp_per_s": round(quantiles(rates)[1], 2), "p80_resp_per_s": round(quantiles(rates)[2], 2),

@@ -1,11 +1,14 @@
-"""Shared by the benchmark scripts: git sha, quantiles, and appending rows to a results CSV."""
+"""Shared by the benchmark scripts: git sha, CPU name, package versions, quantiles, and appending rows to a
+results CSV."""
 
 from __future__ import annotations
 
 import csv
 import os
+import platform
 import statistics
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 
@@ -18,6 +21,25 @@ def git_sha() -> str:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, check=True).stdout.strip() or "-"
     except (OSError, subprocess.CalledProcessError):
+        return "-"
+
+
+def cpu_device() -> str:
+    """The CPU model and core count, for rows measured on the CPU."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {model}, {os.cpu_count()} cores"
+
+
+def dist_version(dist: str) -> str:
+    """The installed version of a distribution, "-" when absent."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
         return "-"
 
 

@@ -13,10 +13,12 @@ from typing import Any, Mapping, Sequence
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _REFERENCE_RE = re.compile(r"^\(?(?P<letter>[A-Z])\)?(?:\s*[.:)]\s*(?P<text>.*?))?\s*$", re.DOTALL)
 # Wrappers a model puts around a letter: \text{B}, \textbf{(B)}, \mathrm{B}, \mbox{B}.
-_WRAPPER_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{([^{}]*)\}")
+_WRAPPER_OPEN_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname)\s*\{|[{}]")
 _LONE_LETTER_RE = re.compile(r"^(?:option|choice|answer)?\s*[:\s]?\s*[\(\[]?(?P<letter>[A-Za-z])[\)\]]?\s*\.?$",
                              re.IGNORECASE)
 _LEADING_LETTER_RE = re.compile(r"^(?:option|choice)?\s*[\(\[]?(?P<letter>[A-Z])(?:[\)\]]\s*|\s*[.:)]\s+|\s*[.:)]$)")
+# After a leading letter, another option named: "(A) or (B)", "A) and C)", "(A), (C)", "(A)/(B)".
+_ANOTHER_LETTER_RE = re.compile(r"^(?:or|and|[,;/&])\s*[\(\[]?(?P<letter>[A-Z])(?![A-Za-z])|[\(\[](?P<paren>[A-Z])[\)\]]")
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,27 @@ def normalize_text(text: str) -> str:
 
 
 def _unwrap(text: str) -> str:
-    previous = None
-    while previous != text:  # \textbf{\text{B}} -> B
-        previous, text = text, _WRAPPER_RE.sub(r"\1", text)
-    return text.strip()
+    """`text` with every wrapper whose content (once its own wrappers are gone) has no brace replaced by
+    that content: `\\textbf{\\text{B}}` -> `B`. One pass with a stack: linear in any nesting depth."""
+    stack: list[tuple[str, list[str]]] = [("", [])]  # (opener, pieces) of each open group
+    pos = 0
+    for m in _WRAPPER_OPEN_RE.finditer(text):
+        stack[-1][1].append(text[pos:m.start()])
+        pos = m.end()
+        if m.group() != "}":
+            stack.append((m.group(), []))
+        elif len(stack) == 1:
+            stack[0][1].append("}")  # a brace closing nothing stays as text
+        else:
+            opener, pieces = stack.pop()
+            content = "".join(pieces)
+            is_unwrapped = opener != "{" and "{" not in content and "}" not in content
+            stack[-1][1].append(content if is_unwrapped else opener + content + "}")
+    stack[-1][1].append(text[pos:])
+    while len(stack) > 1:  # groups never closed stay as written
+        opener, pieces = stack.pop()
+        stack[-1][1].append(opener + "".join(pieces))
+    return "".join(stack[0][1]).strip()
 
 
 def predicted_letter(answer: str) -> str | None:
@@ -73,11 +92,24 @@ def predicted_letter(answer: str) -> str | None:
     if m:
         return m.group("letter").upper()
     m = _LEADING_LETTER_RE.match(text)
-    return m.group("letter") if m else None
+    if m is None or _names_another_letter(text[m.end():], m.group("letter")):
+        return None
+    return m.group("letter")
+
+
+def _names_another_letter(rest: str, letter: str) -> bool:
+    """Whether the text after a leading option letter names a different option too (a hedge such as
+    "(A) or (B) or (C)", which must not get credit for whichever letter comes first)."""
+    for m in _ANOTHER_LETTER_RE.finditer(rest.strip()):
+        other = m.group("letter") or m.group("paren")
+        if other != letter:
+            return True
+    return False
 
 
 def grade_choice(answer: str, reference: ChoiceReference) -> bool:
-    """True when the answer names the reference's letter, or (naming no letter) matches its option text."""
+    """True when the answer names the reference's letter, or (naming no letter) matches its option text.
+    An answer naming several options ("(A) or (B)") names none and matches no option text: False."""
     letter = predicted_letter(answer)
     if letter is not None:
         return letter == reference.letter

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 
 TAKEAWAY_CLOSE = "</takeaway>"
-_BOX_COMMANDS = ("\\boxed", "\\fbox")
 # "the final answer is X", "answer: X", "Answer is: X" -- X runs to the end of its line.
-_ANSWER_PHRASE_RE = re.compile(r"answer\s*(?:is|:)\s*:?\s*(?P<answer>[^\n]+)", re.IGNORECASE)
+# One \s* per gap (never two adjacent), so a long blank run cannot make the search quadratic.
+_ANSWER_PHRASE_RE = re.compile(r"answer\s*(?:is|:)(?:\s*:)?\s*(?P<answer>\S[^\n]*)", re.IGNORECASE)
 _MAX_PHRASE_CHARS = 200  # a "phrase answer" longer than this is prose, not an answer
 
 
@@ -41,60 +41,52 @@ def final_region(text: str) -> str:
     return text if cut < 0 else text[cut + len(TAKEAWAY_CLOSE):]
 
 
-def match_braces(text: str, open_idx: int) -> int:
-    """Index of the `}` closing the `{` at `open_idx`, or -1 when unbalanced. `\\{` and `\\}` do not count."""
-    depth = 0
-    i = open_idx
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2  # an escaped character (\{, \}, \\) never opens or closes a group
-            continue
+_BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character (\{, \}, \\) is skipped whole
+_SHORT_FORM_RE = re.compile(r"[^\s$]+")
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![^\W\d_])[ \t]*")  # not \boxedminus
+
+
+def match_all_braces(text: str) -> dict[int, int]:
+    """Index of each `{` -> index of the `}` closing it, for every balanced group of `text`, in one pass
+    (linear: extraction runs on every degenerate rollout). `\\{` and `\\}` do not count."""
+    closing: dict[int, int] = {}
+    open_stack: list[int] = []
+    for m in _BRACE_RE.finditer(text):
+        ch = m.group()
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-        i += 1
-    return -1
+            open_stack.append(m.start())
+        elif ch == "}" and open_stack:
+            closing[open_stack.pop()] = m.start()
+    return closing
 
 
-def _box_content(text: str, start: int, command: str) -> str | None:
-    """Content of the box command at `start`, or None when it is incomplete (truncated, unbalanced)."""
-    i = start + len(command)
-    if i < len(text) and (text[i].isalpha()):
-        return None  # a longer command name, e.g. \boxedminus
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    if i >= len(text):
-        return None
-    if text[i] == "{":
-        close = match_braces(text, i)
-        return None if close < 0 else text[i + 1:close]
-    # \boxed x: the short form takes one token, up to whitespace or the end of inline math.
-    m = re.match(r"[^\s$]+", text[i:])
-    return m.group(0).rstrip(".,;") if m else None
+def strip_trailing(text: str, chars: str) -> str:
+    """`text` without its trailing run of whitespace and `chars`. Linear, unlike `re.sub(r"[...]+$")`,
+    which rescans the run from each of its positions when the run is not at the end."""
+    end = len(text)
+    while end and (text[end - 1] in chars or text[end - 1].isspace()):
+        end -= 1
+    return text[:end]
 
 
 def last_boxed(text: str) -> str | None:
-    """Content of the last complete `\\boxed{...}` / `\\fbox{...}` / `\\boxed x` in `text`, or None."""
-    candidates = []
-    for command in _BOX_COMMANDS:
-        pos = text.rfind(command)
-        while pos >= 0:
-            candidates.append((pos, command))
-            pos = text.rfind(command, 0, pos)
-    for pos, command in sorted(candidates, reverse=True):
-        content = _box_content(text, pos, command)
-        if content is not None:
-            return content
+    """Content of the last complete `\\boxed{...}` / `\\fbox{...}` / `\\boxed x` in `text`, or None.
+    Linear in `len(text)`: braces are matched once for the whole text."""
+    boxes = list(_BOX_RE.finditer(text))
+    closing = match_all_braces(text) if boxes else {}
+    for box in reversed(boxes):
+        i = box.end()
+        if i >= len(text):
+            continue
+        if text[i] == "{":
+            if i in closing:
+                return text[i + 1:closing[i]]
+            continue
+        # \boxed x: the short form takes one token, up to whitespace or the end of inline math.
+        m = _SHORT_FORM_RE.match(text, i)
+        if m:
+            return m.group(0).rstrip(".,;")
     return None
-
-
-def has_box_command(text: str) -> bool:
-    return any(command in text for command in _BOX_COMMANDS)
 
 
 def last_answer_phrase(text: str) -> str | None:
@@ -104,7 +96,7 @@ def last_answer_phrase(text: str) -> str | None:
         found = m.group("answer")
     if found is None:
         return None
-    found = re.sub(r"[\s.$]+$", "", found.strip().lstrip("$").strip())
+    found = strip_trailing(found.strip().lstrip("$").strip(), ".$")
     if not found or len(found) > _MAX_PHRASE_CHARS:
         return None
     return found

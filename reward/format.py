@@ -73,16 +73,20 @@ def _has_tag(text: str) -> bool:
     return "<" in text and any(tag in text for tag in TAG_STRINGS)
 
 
-def _in_open_plan(parsed: ParsedText, index: int) -> bool:
-    """Whether piece `index` (in a guideline) lies inside an open <plan>: the nearest structural tag before it."""
-    for piece in reversed(parsed.pieces[:index]):
+def _open_plan_flags(parsed: ParsedText) -> list[bool]:
+    """For each piece: whether it lies inside an open <plan> of a guideline, i.e. the nearest structural tag
+    before it is a guideline's <plan> (not its </plan>, nor a new <guideline>). One forward pass."""
+    flags = []
+    is_open = False
+    for piece in parsed.pieces:
+        flags.append(is_open)
         if not piece.is_tag:
             continue
         if piece.phase is Phase.GUIDELINE and piece.text in ("<plan>", "</plan>"):
-            return piece.text == "<plan>"
-        if piece.text == "<guideline>" and piece.phase is not Phase.GUIDELINE:
-            return False
-    return False
+            is_open = piece.text == "<plan>"
+        elif piece.text == "<guideline>" and piece.phase is not Phase.GUIDELINE:
+            is_open = False
+    return flags
 
 
 def _grammar_violations(parsed: ParsedText) -> set[str]:
@@ -90,11 +94,12 @@ def _grammar_violations(parsed: ParsedText) -> set[str]:
     reported by the content checks instead."""
     found = set()
     index_at = {piece.start: i for i, piece in enumerate(parsed.pieces)}
+    in_open_plan = _open_plan_flags(parsed)
     for issue in parsed.issues:
         if issue.name == "stray_tag" and issue.offset in index_at:
             i = index_at[issue.offset]
             phase = parsed.pieces[i].phase
-            if phase is Phase.TAKEAWAY or (phase is Phase.GUIDELINE and _in_open_plan(parsed, i)):
+            if phase is Phase.TAKEAWAY or (phase is Phase.GUIDELINE and in_open_plan[i]):
                 continue
         found.add(issue.name)
     return found

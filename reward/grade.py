@@ -6,17 +6,21 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Mapping
 
 from reward.choice import grade_choice, normalize_text, parse_choice_reference
-from reward.extract import Answer, extract_answer
-from reward.verify import verify_equivalent
+from reward.extract import Answer, extract_answer, strip_trailing
+from reward.verify import timeout_from_env, verify_equivalent
 
 _WORD_RE = re.compile(r"[A-Za-z][A-Za-z\s\-']*[A-Za-z]")
 _TEXT_WRAPPER_RE = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}$")
 _UNESCAPED_DOLLAR_RE = re.compile(r"(?<!\\)\$")
-_PERCENT_RE = re.compile(r"\s*\\?%\s*$")
 _INTEGER_RE = re.compile(r"-?\d+")
+# Word references that math-verify itself reads as math (it parses "infinity" as oo, so "\\infty" matches):
+# graded as text first, then as this LaTeX. math-verify is the reference for such decisions; it does not
+# read "√2" (text) or "1.5e3" (1.5*e*3) as numbers, so neither do we (see tests/reward/test_grade.py).
+MATH_WORDS = {"infinity": "\\infty"}
 
 
 @dataclass(frozen=True)
@@ -43,18 +47,33 @@ def references_of(reference: Any) -> list[str]:
     if isinstance(reference, int):
         return [str(reference)]
     if isinstance(reference, float):
-        return [repr(reference)] if math.isfinite(reference) else []
+        return [float_text(reference)] if math.isfinite(reference) else []
     if isinstance(reference, bytes):
         reference = reference.decode("utf-8", "replace")
     text = str(reference).strip()
     return [text] if text else []
 
 
+def float_text(value: float) -> str:
+    """A finite float as a model writes it: positional, never scientific (`repr(1e-05)` is "1e-05", which
+    matches no answer), and integral values without ".0": 1e-05 -> "0.00001", 1e16 -> "10000000000000000"."""
+    if value.is_integer():
+        return str(int(value))
+    return format(Decimal(repr(value)), "f")  # repr: the shortest text that round-trips
+
+
 def clean_math(text: str) -> str:
     """An answer ready for `$...$` wrapping: no unescaped `$`, no trailing period, no outer `\\text{}`."""
-    text = _UNESCAPED_DOLLAR_RE.sub("", text).strip()
-    text = re.sub(r"[.\s]+$", "", text)
-    return text
+    return strip_trailing(_UNESCAPED_DOLLAR_RE.sub("", text).strip(), ".")
+
+
+def strip_percent(text: str) -> str | None:
+    """`text` without a trailing percent sign (`50\\%`, `50 %`), or None when it has none."""
+    text = text.rstrip()
+    if not text.endswith("%"):
+        return None
+    text = text[:-1]
+    return (text[:-1] if text.endswith("\\") else text).rstrip()
 
 
 def is_word_answer(reference: str) -> bool:
@@ -68,11 +87,11 @@ def math_pairs(gold: str, pred: str) -> list[tuple[str, str]]:
     """(gold, pred) candidates for math-verify; a percent on one side also tries the fraction of 100."""
     gold, pred = clean_math(gold), clean_math(pred)
     pairs = [(gold, pred)]
-    gold_pct, pred_pct = bool(_PERCENT_RE.search(gold)), bool(_PERCENT_RE.search(pred))
-    if gold_pct and not pred_pct:
-        pairs.append(("\\frac{" + _PERCENT_RE.sub("", gold) + "}{100}", pred))
-    elif pred_pct and not gold_pct:
-        pairs.append((gold, "\\frac{" + _PERCENT_RE.sub("", pred) + "}{100}"))
+    gold_pct, pred_pct = strip_percent(gold), strip_percent(pred)
+    if gold_pct is not None and pred_pct is None:
+        pairs.append(("\\frac{" + gold_pct + "}{100}", pred))
+    elif pred_pct is not None and gold_pct is None:
+        pairs.append((gold, "\\frac{" + pred_pct + "}{100}"))
     return pairs
 
 
@@ -90,34 +109,38 @@ def fast_verdict(gold: str, pred: str) -> bool | None:
 def grade_answer(answer: Answer, reference: Any, *, extra_info: Mapping[str, Any] | None = None,
                  timeout_s: float | None = None) -> Grading:
     """Grade an extracted answer against a reference (or a list of acceptable ones). Never raises on
-    any answer or reference; a bad timeout setting raises ValueError."""
+    any answer or reference; a bad timeout setting raises ValueError, whatever the answer."""
+    timeout_s = timeout_from_env(timeout_s)
     references = references_of(reference)
     if answer.text is None or answer.is_empty or not references:
         return Grading(False, answer, "none")
     said = answer.text
-    status = method = "ok"
+    status, method = "ok", "none"
     for ref in references:
         choice = parse_choice_reference(ref, extra_info)
         if choice is not None:
             method = "choice"
             if grade_choice(said, choice):
                 return Grading(True, answer, method)
-        elif is_word_answer(ref):
+            continue
+        if is_word_answer(ref):
             method = "text"
             if normalize_text(said) == normalize_text(ref):
                 return Grading(True, answer, method)
-        else:
-            method = "math"
-            fast = fast_verdict(ref, said)
-            if fast is not None:
-                if fast:
-                    return Grading(True, answer, method)
+            ref = MATH_WORDS.get(normalize_text(ref))
+            if ref is None:
                 continue
-            verdict = verify_equivalent(math_pairs(ref, said), timeout_s)
-            if verdict.ok:
+        method = "math"
+        fast = fast_verdict(ref, said)
+        if fast is not None:
+            if fast:
                 return Grading(True, answer, method)
-            if verdict.status != "ok":
-                status = verdict.status
+            continue
+        verdict = verify_equivalent(math_pairs(ref, said), timeout_s)
+        if verdict.ok:
+            return Grading(True, answer, method)
+        if verdict.status != "ok":
+            status = verdict.status
     return Grading(False, answer, method, status)
 
 

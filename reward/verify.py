@@ -1,11 +1,15 @@
 """Time-bounded math-verify: persistent worker processes with a hard deadline, usable from any thread
 and inside a running asyncio loop (where math-verify's own signal-based timeout cannot work).
 
-A request that passes its deadline gets "not equivalent"; its worker is killed (SIGKILL, reaped) and a
-replacement starts at once. Workers read their requests from a pipe and exit when it closes, so none
-outlives the pool. Configuration: `NPR_REWARD_TIMEOUT_S` (default 5), `NPR_REWARD_WORKERS` (default
-min(2, CPUs)), `NPR_REWARD_START_TIMEOUT_S` (worker start, default 120), `NPR_REWARD_WORKER_MEMORY_MB`
-(address-space limit per worker, default none); a `timeout_s` argument wins.
+The timeout bounds a whole call once its worker has started: waiting for a free worker counts against
+it, and a call that passes its deadline (waiting or verifying) gets "not equivalent" with status
+"timeout"; a worker past its deadline is killed (SIGKILL, reaped) and a replacement starts at once.
+Workers start on demand, one per concurrent call, up to the pool size, so a caller with k threads gets
+min(k, pool size) workers. Workers read their requests from a pipe and exit when it closes, so none
+outlives the pool. Configuration: `NPR_REWARD_TIMEOUT_S` (default 5, finite, at most 3600),
+`NPR_REWARD_WORKERS` (pool size, default the CPUs this process may use, at most 8),
+`NPR_REWARD_START_TIMEOUT_S` (worker start, default 120), `NPR_REWARD_WORKER_MEMORY_MB` (address-space
+limit per worker, default none); a `timeout_s` argument wins.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import select
 import subprocess
@@ -26,20 +31,51 @@ logger = logging.getLogger(__name__)
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_verify_worker.py")
 DEFAULT_TIMEOUT_S = 5.0
+MAX_TIMEOUT_S = 3600.0  # "no timeout" is refused: a reward must never hang a rollout
+MAX_DEFAULT_WORKERS = 8
 _GRACE_S = 0.2  # the worker's own timer fires this much before the hard deadline (capped at a quarter)
 
 
+def _env_number(name: str, default: float, kind: type = float) -> float:
+    """A number from environment variable `name` (blank or unset: `default`). Raises ValueError naming it."""
+    raw = os.environ.get(name, "")
+    try:
+        return kind(raw) if raw.strip() else default
+    except ValueError:
+        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}; "
+                         f"unset it for the default {default}") from None
+
+
 def timeout_from_env(timeout_s: float | None = None) -> float:
-    """The verification timeout: the argument, else NPR_REWARD_TIMEOUT_S, else 5 s. Raises ValueError if <= 0."""
+    """The verification timeout: the argument, else NPR_REWARD_TIMEOUT_S, else 5 s.
+
+    Raises ValueError naming the setting unless 0 < timeout <= MAX_TIMEOUT_S (inf and nan included).
+    """
+    shown = f"timeout_s={timeout_s!r}"
     if timeout_s is None:
-        raw = os.environ.get("NPR_REWARD_TIMEOUT_S", "")
-        try:
-            timeout_s = float(raw) if raw.strip() else DEFAULT_TIMEOUT_S
-        except ValueError:
-            raise ValueError(f"NPR_REWARD_TIMEOUT_S must be a number of seconds, got {raw!r}") from None
-    if not timeout_s > 0:
-        raise ValueError(f"the reward verification timeout must be > 0 seconds, got {timeout_s!r}")
-    return float(timeout_s)
+        timeout_s = _env_number("NPR_REWARD_TIMEOUT_S", DEFAULT_TIMEOUT_S)
+        shown = f"NPR_REWARD_TIMEOUT_S={os.environ.get('NPR_REWARD_TIMEOUT_S')!r}"
+    try:
+        value = float(timeout_s)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise ValueError(f"{shown}: the reward verification timeout must be a number of seconds in "
+                         f"(0, {MAX_TIMEOUT_S:g}] (a reward must never hang, so there is no 'no timeout'); "
+                         f"the default is {DEFAULT_TIMEOUT_S:g}")
+    return value
+
+
+def default_num_workers() -> int:
+    """NPR_REWARD_WORKERS, else the CPUs this process may use, at most MAX_DEFAULT_WORKERS."""
+    num = int(_env_number("NPR_REWARD_WORKERS", 0, int))
+    if num:
+        return num
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_WORKERS, cpus))
 
 
 @dataclass(frozen=True)
@@ -113,18 +149,18 @@ class _Worker:
 
 
 class VerifierPool:
-    """Up to `max_workers` worker processes shared by all threads of this process. `command` starts
-    one worker (default: this interpreter on `_verify_worker.py`)."""
+    """Up to `max_workers` worker processes shared by all threads of this process, started on demand.
+    `command` starts one worker (default: this interpreter on `_verify_worker.py`)."""
 
     def __init__(self, max_workers: int | None = None, start_timeout_s: float | None = None,
                  command: list[str] | None = None):
         if max_workers is None:
-            max_workers = int(os.environ.get("NPR_REWARD_WORKERS", "0") or 0) or min(2, os.cpu_count() or 1)
+            max_workers = default_num_workers()
         if max_workers < 1:
-            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+            raise ValueError(f"max_workers must be >= 1 (NPR_REWARD_WORKERS), got {max_workers}")
         self.max_workers = max_workers
         self.command = list(command or [sys.executable, "-u", WORKER_SCRIPT])
-        self.start_timeout_s = start_timeout_s or float(os.environ.get("NPR_REWARD_START_TIMEOUT_S", "120"))
+        self.start_timeout_s = start_timeout_s or _env_number("NPR_REWARD_START_TIMEOUT_S", 120.0)
         self.pid = os.getpid()
         self._idle: list[_Worker] = []
         self._num_workers = 0
@@ -132,19 +168,34 @@ class VerifierPool:
         self._closed = False
         self.num_timeouts = 0
         self.num_restarts = 0
+        self.num_busy = 0  # calls whose deadline passed while they waited for a free worker
 
     def verify(self, pairs: list[tuple[str, str]], timeout_s: float) -> Verdict:
-        """True when any (gold, pred) pair is equivalent; never blocks past `timeout_s` once a worker is ready.
+        """True when any (gold, pred) pair is equivalent. Returns within `timeout_s` of waiting for a free
+        worker and verifying; waiting for a worker that is still starting (a new or replacement process,
+        bounded by start_timeout_s) does not count.
 
-        Raises WorkerError when no worker can be started.
+        Raises WorkerError when no worker can be started. Any exception gives the worker back (killed,
+        since its pipe may hold a half-written request), so the pool never loses a slot.
         """
-        worker = self._acquire()
+        deadline = time.monotonic() + timeout_s
+        worker = self._acquire(deadline)
+        remaining = deadline - time.monotonic()
+        if worker is not None and remaining < min(_GRACE_S, timeout_s / 4):
+            self._release(worker)  # too little time left to verify: no point in killing a worker
+            worker = None
+        if worker is None:
+            with self._cond:
+                self.num_busy += 1
+            return Verdict(False, "timeout")
         try:
-            worker.wait_ready(self.start_timeout_s)
-            reply = worker.request(pairs, timeout_s)
-        except (WorkerError, OSError, ValueError) as exc:
+            worker.wait_ready(self.start_timeout_s)  # a worker's start does not count against the timeout
+            reply = worker.request(pairs, remaining)
+        except BaseException as exc:
             self._discard(worker)
-            raise WorkerError(str(exc)) from exc
+            if isinstance(exc, (WorkerError, OSError, ValueError)):
+                raise WorkerError(str(exc)) from exc
+            raise
         if reply is None:  # hard deadline: the worker is stuck (e.g. in C code); kill it
             self.num_timeouts += 1
             self._discard(worker, replace=True)
@@ -154,10 +205,14 @@ class VerifierPool:
             return Verdict(bool(reply["ok"]))
         return Verdict(False, "timeout" if reply.get("timeout") else "error")
 
-    def _acquire(self) -> _Worker:
+    def _acquire(self, deadline: float) -> _Worker | None:
+        """An idle worker, else a new one while fewer than max_workers exist, else wait; None at the deadline."""
         with self._cond:
             while not self._idle and self._num_workers >= self.max_workers:
-                self._cond.wait()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
             if self._idle:
                 return self._idle.pop()
             self._num_workers += 1
@@ -202,6 +257,12 @@ class VerifierPool:
             self._num_workers -= len(idle)
         for worker in idle:
             worker.close()
+
+    @property
+    def num_free(self) -> int:
+        """Slots not held by a call: idle workers plus workers that may still be started."""
+        with self._cond:
+            return self.max_workers - (self._num_workers - len(self._idle))
 
     @property
     def worker_pids(self) -> list[int]:
@@ -267,16 +328,18 @@ def verify_equivalent(pairs: list[tuple[str, str]], timeout_s: float | None = No
     """Whether any (gold, pred) LaTeX pair is mathematically equivalent (math-verify), within `timeout_s`.
 
     A timeout or a failed worker is "not equivalent" with status "timeout" / "error"; raises only
-    ValueError for a bad timeout setting.
+    ValueError for a bad setting (timeout, pool size).
     """
+    timeout_s = timeout_from_env(timeout_s)
     key = tuple(pairs)
     cached = _CACHE.get(key)
     if cached is not None:
         return cached
+    pool = get_pool()
     try:
-        verdict = get_pool().verify([list(p) for p in pairs], timeout_from_env(timeout_s))
-    except WorkerError as exc:
-        logger.error("reward: math-verify worker failed (%s); grading this answer as incorrect", exc)
+        verdict = pool.verify([list(p) for p in pairs], timeout_s)
+    except Exception as exc:  # noqa: BLE001 - never raise into a rollout; the pool already freed the slot
+        logger.error("reward: math-verify worker failed (%r); grading this answer as incorrect", exc)
         return Verdict(False, "error")
     if verdict.status == "ok":
         _CACHE.put(key, verdict)

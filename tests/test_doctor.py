@@ -19,12 +19,17 @@ from tests.hosts import make_env
 HOSTS = list(ENTRY_POINTS)
 
 
-def doctor(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
+def run_npr(*args: str, env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `npr` console script (as a user would) in a fresh process."""
     script = Path(sys.executable).with_name("npr")
     cmd = [str(script)] if script.exists() else [sys.executable, "-c", "import sys; from npr.cli import main; sys.exit(main())"]
-    proc = subprocess.run(cmd + ["doctor", *args], capture_output=True, text=True, timeout=600,
-                          env=make_env(env), stdin=subprocess.DEVNULL)
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=600, env=make_env(env),
+                          stdin=subprocess.DEVNULL)
+
+
+def doctor(*args: str, env: dict[str, str | None] | None = None) -> tuple[int, str]:
+    """`npr doctor ARGS`: (exit code, stdout); never a traceback."""
+    proc = run_npr("doctor", *args, env=env)
     assert not proc.stderr.strip().startswith("Traceback"), proc.stderr[-3000:]
     return proc.returncode, proc.stdout
 
@@ -94,3 +99,15 @@ def test_text_report_without_probes():
     assert "core OK" in out.splitlines()[-1]
     for host in HOSTS:
         assert f"plugin {host}" in out
+
+
+def test_no_load_does_not_claim_the_hosts_load_the_plugins():
+    rc, out = doctor("--no-load")
+    assert rc == 0 and "load the plugins" not in out and "not checked" in out.splitlines()[-1]
+    rc, report = doctor_json("--no-load")
+    assert rc == 0 and report["strict_ok"] is False  # nothing was checked, so nothing strict can pass
+
+
+def test_strict_with_no_load_is_a_usage_error():
+    proc = run_npr("doctor", "--strict", "--no-load")
+    assert proc.returncode == 2 and "npr doctor: error: argument" in proc.stderr and "--no-load" in proc.stderr

@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from npr.schema import NprError
+
 # subcommand -> module under npr.cli that defines add_arguments(parser) and run(args) -> int
 SUBCOMMANDS = {
     "doctor": "Check the installation: versions, host plugins discoverable and loaded.",
@@ -43,10 +45,26 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class CliError(NprError, ValueError):
+    """A bad input a subcommand found after parsing: reported with `fail` (`npr <cmd>: error: ...`, exit 2)."""
+
+
+def fail(command: str | None, message: str) -> int:
+    """Report a bad input the way argparse does (`npr <cmd>: error: ...` on stderr); returns exit code 2."""
+    print(f"npr {command}: error: {message}" if command else f"npr: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # the top-level parser has no options of its own, so the first word is the subcommand
     command = next((word for word in argv if not word.startswith("-")), None)
+    for word in argv:
+        try:
+            word.encode("utf-8")
+        except UnicodeEncodeError:  # bytes in another encoding, decoded by Python with surrogate escapes
+            return fail(command if command in SUBCOMMANDS else None, f"argument {word!r} is not valid UTF-8: "
+                        "pass arguments in UTF-8 (e.g. with LANG=C.UTF-8 in the shell)")
     parser = make_parser(command)
     args = parser.parse_args(argv)
     if not args.command:

@@ -7,12 +7,21 @@ from __future__ import annotations
 import argparse
 import json
 
+from npr.cli.generate import script_spec
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--script", default="3,5/4,4,6", help="branch lengths per block, e.g. '3,5/4,4,6'")
+    parser.add_argument("--script", type=script_spec, default="3,5/4,4,6",
+                        help="branch lengths per block, e.g. '3,5/4,4,6'; '' decodes without a script")
     parser.add_argument("--prompt", default="What is 6 times 7? Think in parallel.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
+
+
+def describe_script(spec: str) -> str:
+    if spec.strip():
+        return f"structure forced by the script {spec.strip()!r}"
+    return "no script: the random model decodes freely (it rarely writes a tag, so expect no fork)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**summarize(result, tokenizer), "max_logprob_gap": gap}, ensure_ascii=False))
         return 0 if gap < 1e-6 else 1
-    print("Tiny random Qwen3 (2 layers, float64) built in memory; structure forced by a script.\n")
+    print(f"Tiny random Qwen3 (2 layers, float64) built in memory; {describe_script(args.script)}.\n")
     print(render_tree(result, tokenizer))
     print(f"\nparallel speed-up bound (total / critical path): {stats['total_tokens'] / stats['critical_path_tokens']:.2f}x")
     print(f"train/inference consistency: max |decoder log-prob - structured-forward log-prob| = {gap:.2e}"

@@ -103,15 +103,22 @@ class Report:
         return not self.problems
 
     @property
+    def is_load_checked(self) -> bool:
+        """Whether every installed host with our entry point was probed (False after --no-load)."""
+        return all(h.loaded is not None for h in self.hosts.values() if h.installed and h.entry_point_ok)
+
+    @property
     def strict_ok(self) -> bool:
-        return self.core_ok and not self.warnings
+        return self.core_ok and not self.warnings and self.is_load_checked
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    parser.add_argument("--strict", action="store_true",
+    # --strict promises the hosts load the plugin, which --no-load does not check: refused together
+    checks = parser.add_mutually_exclusive_group()
+    checks.add_argument("--strict", action="store_true",
                         help="exit non-zero when a host is missing or does not load the plugin")
-    parser.add_argument("--no-load", action="store_true",
+    checks.add_argument("--no-load", action="store_true",
                         help="skip the child processes that check the hosts really load the plugins")
 
 
@@ -237,6 +244,11 @@ def render(report: Report) -> str:
         lines.append(f"plugin {host.name:<7}{status}  [{host.entry_point or 'no entry point'}]")
     lines += [f"PROBLEM: {p}" for p in report.problems] + [f"warning: {w}" for w in report.warnings]
     verdict = "core OK" if report.core_ok else "core BROKEN"
-    hosts = "both hosts load the plugins" if report.strict_ok else "see warnings for the hosts"
+    if report.warnings:
+        hosts = "see warnings for the hosts"
+    elif not report.is_load_checked:
+        hosts = "host plugin loading not checked (run without --no-load)"
+    else:
+        hosts = "both hosts load the plugins"
     lines.append(f"{verdict}; {hosts}.")
     return "\n".join(lines)

@@ -75,3 +75,63 @@ def test_threads_and_asyncio_give_the_sequential_results(batch):
 
     inline, in_threads = asyncio.run(on_loop())
     assert inline == expected and in_threads == expected
+
+
+# Degenerate rollouts (long runs of one unit, as an RL policy in collapse writes them) are scored in a child
+# process: a hang fails the test at the deadline instead of hanging the suite. The deadline is generous
+# (about 100x what linear code needs on 2 busy cores); quadratic code needed minutes for these sizes.
+DEADLINE_S = 240
+_CHILD = r"""
+import json, sys
+from hypothesis import HealthCheck, given, settings, strategies as st
+from reward import check_format, compute_score, extract_answer
+
+UNITS = json.loads(sys.argv[1])
+runs = st.lists(st.tuples(st.sampled_from(UNITS), st.integers(1, 20_000)), min_size=1, max_size=4)
+
+def score(parts):
+    print(json.dumps(parts), file=sys.stderr, flush=True)  # the input being scored, for a failure report
+    text = "".join(unit * count for unit, count in parts)
+    extract_answer(text)
+    check_format(text)
+    result = compute_score("fuzz", text, "42", stage="zero", timeout_s=0.5)
+    assert -2.0 <= result["score"] <= 1.0
+
+@settings(max_examples=int(sys.argv[2]), deadline=None, database=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(runs)
+def fuzz(parts):
+    score(parts)
+
+for parts in json.loads(sys.argv[3]):
+    score(parts)
+fuzz()
+print("done", file=sys.stderr)
+"""
+UNITS = ["\\boxed{", "\\boxed ", "\\fbox{", "{", "}", "\\{", "(", ")", "((", "))", "</plan>", "<plan>", "<step>",
+         "</step>", "<guideline>", "</guideline>", "<takeaway>", "</takeaway>", "\\text{", "answer:", "answer is ",
+         "\n", " ", " .", "$", "\\", "1:", "x", "\\frac{1}{2}", "50\\%", "(A) or "]
+# The reproductions of issue #13, scaled so that quadratic code needs over 10 minutes each (the issue
+# measured 247 s for 30k boxes, 15 s for 5k unclosed boxes in a rollout, 46 s for 100k stray </plan>).
+ISSUE_CASES = [
+    [["\\boxed{", 50_000]],
+    [["<guideline><plan>1: a</plan></guideline><step>1: b</step><takeaway>c</takeaway>", 1],
+     ["So \\boxed{", 40_000]],
+    [["<guideline><plan>1: a", 1], ["</plan>", 400_000], ["</guideline>", 1]],
+    [["<guideline><plan>1: ", 1], ["<step>x", 100_000]],
+]
+
+
+def test_degenerate_rollouts_finish_within_a_generous_deadline():
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", _CHILD, json.dumps(UNITS), "40", json.dumps(ISSUE_CASES)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=DEADLINE_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        last = stderr.strip().splitlines()[-1:] or ["(nothing)"]
+        raise AssertionError(f"scoring did not finish in {DEADLINE_S} s; last input (unit, repeats): {last[0]}")
+    assert proc.returncode == 0 and proc.stderr.rstrip().endswith("done"), proc.stderr[-3000:]

@@ -142,3 +142,41 @@ def test_non_string_response_is_graded_not_raised():
 ])
 def test_fast_verdict_is_certain_or_abstains(gold, pred, verdict):
     assert fast_verdict(gold, pred) is verdict
+
+
+@pytest.mark.parametrize("answer, reference", [
+    ("0.00001", 1e-05), ("10000000000000000", 1e16), ("100000000000000000000", 1e20), ("-0.0000003", -3e-7),
+    ("2.5", 2.5), ("3", 3.0),
+])
+def test_float_references_are_written_positionally(answer, reference):
+    assert "e" not in references_of(reference)[0]  # repr(1e-05) == "1e-05" matched no answer
+    assert grade("\\boxed{" + answer + "}", reference)
+
+
+@pytest.mark.parametrize("answer", ["(A) or (B) or (C) or (D)", "(A) or (B)", "A) or B)", "(A), (C)", "(A)/(B)",
+                                    "(A) and C", "\\text{(A) or (B)}", "(A) (B)"])
+def test_a_hedged_choice_gets_no_credit(answer):
+    assert predicted_letter(answer) is None
+    assert not grade("\\boxed{" + answer + "}", "A")
+    assert not grade("\\boxed{" + answer + "}", "(A) Paris", extra_info={"options": ["Paris", "Rome"]})
+
+
+@pytest.mark.parametrize("answer", ["(A)", "A", "(A) Paris", "A. Paris", "\\textbf{(A)}", "(A) a car (A)"])
+def test_one_choice_still_gets_credit(answer):
+    assert grade("\\boxed{" + answer + "}", "A")
+
+
+@pytest.mark.parametrize("answer, reference, expected", [
+    # math-verify reads "infinity" as oo, so it is \infty in either direction, and by text as a word.
+    ("\\infty", "infinity", True), ("infinity", "\\infty", True), ("Infinity", "infinity", True),
+    ("-\\infty", "-infinity", True), ("\\infty", "-infinity", False),
+    # math-verify reads "√2" as a string and "1.5e3" as 1.5*e*3: we follow it (a model trained on LaTeX
+    # answers writes \sqrt{2} and 1500; accepting more here would grade differently from math-verify).
+    ("√2", "\\sqrt{2}", False), ("1.5e3", "1500", False),
+])
+def test_math_words_follow_math_verify(answer, reference, expected):
+    from math_verify import parse, verify
+
+    if reference != "infinity" and answer != "Infinity":  # a word reference is graded as text first
+        assert verify(parse("$" + reference + "$"), parse("$" + answer + "$")) is expected
+    assert grade("\\boxed{" + answer + "}", reference) is expected

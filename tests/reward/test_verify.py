@@ -167,3 +167,102 @@ def test_timeout_configuration(monkeypatch):
 def test_pool_rejects_bad_sizes():
     with pytest.raises(ValueError, match="max_workers"):
         VerifierPool(max_workers=0)
+
+
+@pytest.mark.parametrize("raw", ["inf", "1e12", "nan", "-inf", "0", "3601"])
+def test_no_timeout_is_refused_naming_the_variable(monkeypatch, raw):
+    from reward import compute_score
+
+    monkeypatch.setenv("NPR_REWARD_TIMEOUT_S", raw)
+    with pytest.raises(ValueError, match=f"NPR_REWARD_TIMEOUT_S={raw!r}.*default is 5"):
+        timeout_from_env()
+    with pytest.raises(ValueError, match="NPR_REWARD_TIMEOUT_S"):  # refused when the setting is read,
+        compute_score("x", "\\boxed{1}", "1")  # not as an internal error on every correct answer
+    with pytest.raises(ValueError, match="timeout_s=inf"):
+        grade("\\boxed{1}", "2", timeout_s=float("inf"))
+
+
+def test_the_largest_timeout_works():
+    assert grade("\\boxed{\\frac{4}{2}}", "2", timeout_s=3600)
+
+
+@pytest.mark.parametrize("error", [OverflowError("huge"), RuntimeError("boom"), KeyboardInterrupt()])
+def test_any_exception_in_a_verification_gives_the_worker_back(monkeypatch, error):
+    from reward import verify as verify_module
+
+    pool = VerifierPool(max_workers=1)
+    start = pool.num_free
+    try:
+        def fail(self, pairs, timeout_s):
+            raise error
+
+        with monkeypatch.context() as patch:
+            patch.setattr(verify_module._Worker, "request", fail)
+            for _ in range(3):  # the third call used to block forever
+                with pytest.raises((type(error), WorkerError)):
+                    pool.verify([("1", "1")], 1.0)
+                assert pool.num_free == start
+        box = {}
+        thread = threading.Thread(target=lambda: box.setdefault("v", pool.verify([("2", "\\frac{4}{2}")], 30)))
+        thread.start()
+        thread.join(120)
+        assert box["v"].ok and pool.num_free == start
+    finally:
+        pool.close()
+
+
+def test_a_failing_worker_scores_as_error_not_raised(monkeypatch):
+    from reward import verify as verify_module
+
+    def fail(self, pairs, timeout_s):
+        raise OverflowError("converting the timeout")
+
+    monkeypatch.setattr(verify_module._Worker, "request", fail)
+    verify_module.clear_cache()
+    start = get_pool().num_free
+    assert verify_equivalent([("3", "\\frac{9}{3}")], 1.0).status == "error"
+    assert get_pool().num_free == start
+
+
+def test_waiting_for_a_worker_counts_against_the_timeout():
+    """The deadline covers queueing: with the only worker held, a call returns "timeout" rather than waiting."""
+    pool = VerifierPool(max_workers=1, command=SILENT_WORKER)
+    try:
+        held = pool._acquire(time.monotonic() + 5)
+        assert pool.num_free == 0
+        box = {}
+        thread = threading.Thread(target=lambda: box.setdefault("v", pool.verify([("1", "1")], 0.3)))
+        thread.start()
+        thread.join(60)
+        assert not thread.is_alive() and box["v"].status == "timeout" and pool.num_busy == 1
+        pool._release(held)
+        assert pool.num_free == 1
+    finally:
+        pool.close()
+
+
+def test_the_pool_grows_with_the_callers_concurrency():
+    """Concurrent calls each get a worker (up to max_workers), so one slow answer does not delay the others."""
+    pool = VerifierPool(max_workers=4, command=SILENT_WORKER)
+    try:
+        threads = [threading.Thread(target=pool.verify, args=([("1", "1")], 0.5)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert pool.num_busy == 0 and pool.num_timeouts == 4  # each waited on its own worker, none queued
+        assert pool.num_free == 4
+    finally:
+        pool.close()
+
+
+def test_default_pool_size_follows_the_cpus(monkeypatch):
+    from reward.verify import MAX_DEFAULT_WORKERS, default_num_workers
+
+    monkeypatch.delenv("NPR_REWARD_WORKERS", raising=False)
+    assert 1 <= default_num_workers() <= min(MAX_DEFAULT_WORKERS, os.cpu_count())
+    monkeypatch.setenv("NPR_REWARD_WORKERS", "3")
+    assert VerifierPool().max_workers == 3
+    monkeypatch.setenv("NPR_REWARD_WORKERS", "many")
+    with pytest.raises(ValueError, match="NPR_REWARD_WORKERS must be an integer, got 'many'"):
+        VerifierPool()
