@@ -67,9 +67,3 @@ def render_tree(result, tokenizer, width: int = 72) -> str:
     for note in result.notes:
         lines.append(f"   note: {note}")
     return "\n".join(lines)
-
-
-def final_answer(text: str) -> str:
-    """The part of a response after its last </takeaway> (the whole text when there is none)."""
-    marker = "</takeaway>"
-    return text[text.rfind(marker) + len(marker):].strip() if marker in text else text.strip()

@@ -8,13 +8,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from npr.schema import DEFAULT_MAX_BRANCHES, TAG_STRINGS, Event, Issue, Phase, TagIds, Tracker
+from npr.schema import DEFAULT_MAX_BRANCHES, TAG_STRINGS, TAGS, Event, Issue, Phase, TagIds, Tracker
 
 # Pseudo ids used when the grammar runs over text pieces instead of token ids (content pieces are 0).
 TEXT_TAG_IDS = TagIds(*range(-1, -9, -1))
 _TEXT_CONTENT = 0
 _TAG_RE = re.compile("(" + "|".join(re.escape(s) for s in TAG_STRINGS) + ")")
 _TEXT_ID_OF = TEXT_TAG_IDS.by_text
+TAKEAWAY_CLOSE = TAGS["takeaway_close"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class TextBlock:
     plans: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
     takeaway: str | None = None
+    parts: dict = field(default_factory=dict, repr=False, compare=False)  # content runs while parsing
 
 
 @dataclass
@@ -92,15 +94,16 @@ def parse_text(text: str, max_branches: int = DEFAULT_MAX_BRANCHES) -> ParsedTex
     # Map item offsets back to character offsets.
     issues = [Issue(i.name, starts[i.offset] if i.offset < len(starts) else len(text), i.detail) for i in issues]
     for block in blocks:
+        _join_parts(block)
         if block.end < 0:
             block.end = len(text)
-    if blocks:
-        final_start = blocks[-1].end
-        final = text[final_start:]
-        if outside and outside[-1][0] >= final_start:
-            outside.pop()  # the final answer is not "outside text"
-    else:
-        final = text
+    # The final region (one definition, see final_region): after the last </takeaway> anywhere, so an
+    # answer after it counts even in a malformed response; without one, after the last block.
+    closes = [p.start + len(p.text) for p in pieces if p.is_tag and p.text == TAKEAWAY_CLOSE]
+    final_start = closes[-1] if closes else blocks[-1].end if blocks else 0
+    final = text[final_start:]
+    if final_start and outside and outside[-1][0] >= final_start:
+        outside.pop()  # the final answer is not "outside text"
     return ParsedText(text, pieces, blocks, issues, outside, final)
 
 
@@ -150,15 +153,23 @@ def _collect(piece: TextPiece, event: Event, tracker: Tracker, blocks: list[Text
 
 
 def _append(block: TextBlock, into: tuple[str, int | None], text: str) -> None:
-    kind, index = into
-    if kind == "takeaway":
-        block.takeaway = (block.takeaway or "") + text
-    else:
-        getattr(block, kind)[index] += text
+    """Collect a content run; `_join_parts` concatenates once at the end (linear, unlike += per run)."""
+    block.parts.setdefault(into, []).append(text)
+
+
+def _join_parts(block: TextBlock) -> None:
+    for (kind, index), runs in block.parts.items():
+        joined = "".join(runs)
+        if kind == "takeaway":
+            block.takeaway = (block.takeaway or "") + joined
+        else:
+            getattr(block, kind)[index] += joined
+    block.parts.clear()
 
 
 def final_region(text: str) -> str:
-    """The part of a response that carries its final answer: the text after its last block (after the
-    last `</takeaway>`, or after a `</guideline>` that does not fork); the whole text when it has no
-    block; empty when it ends inside a block (the response never reached an answer)."""
+    """The part of a response that carries its final answer — the one definition (reward extraction,
+    format score, CLI): the text after the last `</takeaway>`; without one, after the last block (a
+    `</guideline>` that did not fork); the whole text when there is no block; empty when the text ends
+    inside a block that never reached a takeaway (a truncated response has no final answer)."""
     return parse_text(text).final

@@ -2,7 +2,8 @@
 
 The answer is the content of the last complete `\\boxed{...}` (or `\\fbox{...}`, or the `\\boxed x`
 short form) in the final region; without one, the last "answer is X" / "Answer: X" phrase; else none.
-For a parallel response the final region is the text after the last `</takeaway>`. Never raises.
+The final region is `npr.text.final_region`: the text after the response's last block (empty when
+it ends inside a block). Never raises.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-TAKEAWAY_CLOSE = "</takeaway>"
+from npr.text import final_region  # noqa: F401  (re-exported: the one definition)
+
 # "the final answer is X", "answer: X", "Answer is: X" -- X runs to the end of its line.
 # One \s* per gap (never two adjacent), so a long blank run cannot make the search quadratic.
 _ANSWER_PHRASE_RE = re.compile(r"answer\s*(?:is|:)(?:\s*:)?\s*(?P<answer>\S[^\n]*)", re.IGNORECASE)
@@ -33,12 +35,6 @@ class Answer:
 
 
 NO_ANSWER = Answer(None, "none")
-
-
-def final_region(text: str) -> str:
-    """The part of `text` that carries the final answer: after the last `</takeaway>`, else all of it."""
-    cut = text.rfind(TAKEAWAY_CLOSE)
-    return text if cut < 0 else text[cut + len(TAKEAWAY_CLOSE):]
 
 
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)  # an escaped character (\{, \}, \\) is skipped whole

@@ -28,3 +28,15 @@ def test_unclosed_plan_does_not_swallow_the_guideline_close_and_separator():
     assert parsed.blocks[0].plans == ["1: a\n"]
     assert parsed.outside == [(text.index("\nsep"), "\nsep\n")]
     assert parsed.final == ANSWER
+
+
+def test_one_final_region_for_reward_format_and_cli():
+    from npr.text import final_region
+    from reward import extract_answer
+
+    closed = "<guideline><plan>a</plan></guideline><step>\n1: x</step><takeaway>t</takeaway> so \\boxed{7}"
+    assert final_region(closed) == " so \\boxed{7}" == parse_text(closed).final
+    truncated = "<guideline><plan>a</plan></guideline><step>\n1: \\boxed{3}"  # ends inside its block
+    assert final_region(truncated) == "" and extract_answer(truncated).source == "none"
+    stray = "<guideline></takeaway> \\boxed{4}"  # malformed, but the answer after </takeaway> counts
+    assert extract_answer(stray).text == "4"
