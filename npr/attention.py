@@ -1,30 +1,69 @@
-"""The transformers attention implementation "npr": attention under an arbitrary boolean mask
-[B, 1, Q, KV] (dense, SDPA) or a flex-attention BlockMask, with grouped-query heads folded into the
-query axis so K/V are never repeated. Used by the reference decoder and the structured trainer forward."""
+"""The transformers attention implementation "npr": attention under the NPR visibility rule.
+
+The structure comes only from what the caller passes: either per-token ids as model kwargs
+(`npr.masks.attention_kwargs`; verl's actor path), rendered here as a flex-attention BlockMask on
+CUDA and a dense boolean mask on CPU, or an explicit boolean mask [B, 1, Q, KV] / BlockMask as
+`attention_mask` (the reference decoder). transformers builds no mask for "npr" (its mask function
+returns None), so padding, packing and position jumps never turn into a wrong mask."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from npr.masks import BLOCK_KEY, BRANCH_KEY, LENGTHS_KEY, block_mask_from_ids, dense_mask_from_ids, ids_from_kwargs
 from npr.once import Once
 
 ATTENTION_NAME = "npr"
+FLEX_BLOCK_SIZE = 128
+
+
+def _structure_mask(kwargs: dict, batch: int, q_len: int, kv_len: int, device: torch.device):
+    """The mask of the structure kwargs (dense [R, 1, L, L] bool on CPU, BlockMask elsewhere), or None.
+
+    Rendered once per forward: cached on the kwargs' block-id tensor, which every layer receives."""
+    block = kwargs.get(BLOCK_KEY)
+    if block is None:
+        return None
+    branch, lens = kwargs.get(BRANCH_KEY), kwargs.get(LENGTHS_KEY)
+    if branch is None or lens is None:
+        raise ValueError(f"attention 'npr' got {BLOCK_KEY} without {BRANCH_KEY} and {LENGTHS_KEY}; "
+                         "pass all of npr.masks.attention_kwargs(layouts)")
+    if q_len != kv_len:
+        raise ValueError(f"structure kwargs describe whole sequences, but the query has {q_len} tokens and the "
+                         f"keys {kv_len} (a KV cache); pass an explicit attention_mask when decoding")
+    key = (id(branch), id(lens), batch, q_len, str(device))
+    cached = getattr(block, "_npr_mask", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    ids = [t.to(device, non_blocking=True) for t in (block, branch, lens)]
+    block_id, branch_id, seq_id = ids_from_kwargs(*ids, num_rows=batch, length=q_len)
+    if device.type == "cpu":
+        mask = dense_mask_from_ids(block_id, branch_id, seq_id)[:, None]
+    else:
+        mask = block_mask_from_ids(block_id, branch_id, seq_id, block_size=FLEX_BLOCK_SIZE)
+    block._npr_mask = (key, mask)
+    return mask
 
 
 def npr_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """query [B, H, Q, D]; key/value [B, KVH, KV, D]; attention_mask bool [B|1, 1, Q, KV], a BlockMask
-    or None (causal). Returns ([B, Q, H, D], None) as transformers expects."""
+    """query [B, H, Q, D]; key/value [B, KVH, KV, D]; structure kwargs (npr.masks.attention_kwargs) or
+    attention_mask bool [B|1, 1, Q, KV], a BlockMask, or None (causal). Returns ([B, Q, H, D], None).
+
+    Raises ValueError when both structure kwargs and an explicit 4-D mask are given."""
     batch, num_heads, q_len, head_dim = query.shape
     num_kv_heads = key.shape[1]
     if num_heads % num_kv_heads:
         raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
+    structure = _structure_mask(kwargs, batch, q_len, key.shape[2], query.device)
+    if structure is not None:
+        if attention_mask is not None:
+            raise ValueError("attention 'npr' got both structure kwargs and an attention_mask; pass one of them")
+        attention_mask = structure
     dropout = dropout if module.training else 0.0
-    try:
-        from torch.nn.attention.flex_attention import BlockMask, flex_attention
-    except ImportError:  # pragma: no cover - very old torch
-        BlockMask = ()
-    if BlockMask and isinstance(attention_mask, BlockMask):
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    if isinstance(attention_mask, BlockMask):
         out = flex_attention(query, key, value, block_mask=attention_mask, scale=scaling,
                              enable_gqa=num_heads != num_kv_heads)
         return out.transpose(1, 2).contiguous(), None
@@ -49,15 +88,20 @@ def npr_attention_forward(module, query, key, value, attention_mask, scaling=Non
     return out.reshape(batch, num_heads, q_len, head_dim).transpose(1, 2).contiguous(), None
 
 
+def no_mask(*args, **kwargs) -> None:
+    """transformers mask function for "npr": build nothing (the attention owns the structure)."""
+    return None
+
+
 def _register_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(ATTENTION_NAME, npr_attention_forward)
-    try:  # when no mask is passed, build an SDPA-style boolean one for this implementation
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+    try:  # an explicit 4-D mask still passes through untouched; a 2-D padding mask becomes None
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 
-        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
-    except (ImportError, AttributeError):  # pragma: no cover - older transformers
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, no_mask)
+    except (ImportError, AttributeError):  # pragma: no cover - older transformers build no mask for it anyway
         pass
 
 
