@@ -8,6 +8,9 @@ returns None), so padding, packing and position jumps never turn into a wrong ma
 
 from __future__ import annotations
 
+import functools
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -64,8 +67,8 @@ def npr_attention_forward(module, query, key, value, attention_mask, scaling=Non
     from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
     if isinstance(attention_mask, BlockMask):
-        out = flex_attention(query, key, value, block_mask=attention_mask, scale=scaling,
-                             enable_gqa=num_heads != num_kv_heads)
+        flex = _compiled_flex_attention() if query.device.type == "cuda" else flex_attention
+        out = flex(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=num_heads != num_kv_heads)
         return out.transpose(1, 2).contiguous(), None
     groups = num_heads // num_kv_heads
     # head h = kv_head * groups + g  ->  [B, KVH, groups * Q, D] with row g * Q + q
@@ -86,6 +89,16 @@ def npr_attention_forward(module, query, key, value, attention_mask, scaling=Non
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling,
                                          is_causal=is_causal)
     return out.reshape(batch, num_heads, q_len, head_dim).transpose(1, 2).contiguous(), None
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_flex_attention():
+    """flex_attention compiled once (uncompiled, it materialises the scores); NPR_FLEX_COMPILE=0 disables."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if os.environ.get("NPR_FLEX_COMPILE", "1") == "0":
+        return flex_attention
+    return torch.compile(flex_attention)
 
 
 def no_mask(*args, **kwargs) -> None:
