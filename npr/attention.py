@@ -2,7 +2,7 @@
 
 The structure comes only from what the caller passes: either per-token ids as model kwargs
 (`npr.masks.attention_kwargs`; verl's actor path), rendered here as a flex-attention BlockMask on
-CUDA and a dense boolean mask on CPU, or an explicit boolean mask [B, 1, Q, KV] / BlockMask as
+CUDA and per-sequence dense boolean masks on CPU, or an explicit boolean mask [B, 1, Q, KV] / BlockMask as
 `attention_mask` (the reference decoder). transformers builds no mask for "npr" (its mask function
 returns None), so padding, packing and position jumps never turn into a wrong mask."""
 
@@ -21,8 +21,13 @@ ATTENTION_NAME = "npr"
 FLEX_BLOCK_SIZE = 128
 
 
+class DenseSegments(list):
+    """CPU rendering of structure kwargs: (row, start, end, mask [l, l] bool) per sequence, so the dense
+    work is sum(l^2), not (sum l)^2 over a packed row; tokens outside every segment are padding."""
+
+
 def _structure_mask(kwargs: dict, batch: int, q_len: int, kv_len: int, device: torch.device):
-    """The mask of the structure kwargs (dense [R, 1, L, L] bool on CPU, BlockMask elsewhere), or None.
+    """The structure kwargs rendered for this device (DenseSegments on CPU, a BlockMask elsewhere), or None.
 
     Rendered once per forward: cached on the kwargs' block-id tensor, which every layer receives."""
     block = kwargs.get(BLOCK_KEY)
@@ -35,18 +40,49 @@ def _structure_mask(kwargs: dict, batch: int, q_len: int, kv_len: int, device: t
     if q_len != kv_len:
         raise ValueError(f"structure kwargs describe whole sequences, but the query has {q_len} tokens and the "
                          f"keys {kv_len} (a KV cache); pass an explicit attention_mask when decoding")
-    key = (id(branch), id(lens), batch, q_len, str(device))
-    cached = getattr(block, "_npr_mask", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
+    shape = (batch, q_len, str(device))
+    cached = getattr(block, "_npr_mask", None)  # (branch, lens, shape, mask), matched by identity
+    if cached is not None and cached[0] is branch and cached[1] is lens and cached[2] == shape:
+        return cached[3]
     ids = [t.to(device, non_blocking=True) for t in (block, branch, lens)]
-    block_id, branch_id, seq_id = ids_from_kwargs(*ids, num_rows=batch, length=q_len)
+    block_id, branch_id, seq_id = ids_from_kwargs(*ids, num_rows=batch, length=q_len)  # validates the fit
     if device.type == "cpu":
-        mask = dense_mask_from_ids(block_id, branch_id, seq_id)[:, None]
+        mask = DenseSegments()
+        offset = 0
+        for index, length in enumerate(ids[2].reshape(-1).tolist()):
+            piece = slice(offset, offset + length)
+            row, start = (0, offset) if batch == 1 else (index, 0)
+            mask.append((row, start, start + length, dense_mask_from_ids(ids[0][None, piece], ids[1][None, piece])[0]))
+            offset += length
     else:
         mask = block_mask_from_ids(block_id, branch_id, seq_id, block_size=FLEX_BLOCK_SIZE)
-    block._npr_mask = (key, mask)
+    block._npr_mask = (branch, lens, shape, mask)
     return mask
+
+
+def _sdpa(query, key, value, mask, scaling, dropout):
+    """SDPA under a boolean mask [B|1, 1, Q, KV] or None (causal), GQA folded into the query axis so
+    K/V are never repeated. query [B, H, Q, D] -> [B, H, Q, D]."""
+    batch, num_heads, q_len, head_dim = query.shape
+    num_kv_heads = key.shape[1]
+    groups = num_heads // num_kv_heads
+    # head h = kv_head * groups + g  ->  [B, KVH, groups * Q, D] with row g * Q + q
+    q = query.reshape(batch, num_kv_heads, groups * q_len, head_dim)
+    if mask is None:
+        is_causal = q_len > 1
+        if groups > 1 and is_causal:
+            kv_len = key.shape[2]
+            causal = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
+            mask, is_causal = causal.repeat(groups, 1), False
+    else:
+        is_causal = False
+        if mask.dtype != torch.bool:
+            mask = mask > torch.finfo(mask.dtype).min / 2 if mask.is_floating_point() else mask.bool()
+        if groups > 1:
+            mask = mask.repeat(1, 1, groups, 1)
+    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling,
+                                         is_causal=is_causal)
+    return out.reshape(batch, num_heads, q_len, head_dim)
 
 
 def npr_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -70,25 +106,14 @@ def npr_attention_forward(module, query, key, value, attention_mask, scaling=Non
         flex = _compiled_flex_attention() if query.device.type == "cuda" else flex_attention
         out = flex(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=num_heads != num_kv_heads)
         return out.transpose(1, 2).contiguous(), None
-    groups = num_heads // num_kv_heads
-    # head h = kv_head * groups + g  ->  [B, KVH, groups * Q, D] with row g * Q + q
-    q = query.reshape(batch, num_kv_heads, groups * q_len, head_dim)
-    mask = attention_mask
-    if mask is None:
-        is_causal = q_len > 1
-        if groups > 1 and is_causal:
-            kv_len = key.shape[2]
-            causal = torch.ones(q_len, kv_len, dtype=torch.bool, device=query.device).tril(kv_len - q_len)
-            mask, is_causal = causal.repeat(groups, 1), False
-    else:
-        is_causal = False
-        if mask.dtype != torch.bool:
-            mask = mask > torch.finfo(mask.dtype).min / 2 if mask.is_floating_point() else mask.bool()
-        if groups > 1:
-            mask = mask.repeat(1, 1, groups, 1)
-    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling,
-                                         is_causal=is_causal)
-    return out.reshape(batch, num_heads, q_len, head_dim).transpose(1, 2).contiguous(), None
+    if isinstance(attention_mask, DenseSegments):
+        out = query.new_zeros(batch, num_heads, q_len, head_dim)
+        for row, start, end, mask in attention_mask:
+            part = (slice(row, row + 1), slice(None), slice(start, end))
+            out[part] = _sdpa(query[part], key[part], value[part], mask[None, None], scaling, dropout)
+        return out.transpose(1, 2).contiguous(), None
+    out = _sdpa(query, key, value, attention_mask, scaling, dropout)
+    return out.transpose(1, 2).contiguous(), None
 
 
 @functools.lru_cache(maxsize=None)

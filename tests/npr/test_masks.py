@@ -226,3 +226,18 @@ def test_attention_on_cuda_renders_a_block_mask_and_matches_cpu(layouts):
     got, _ = npr_attention_forward(module, q.cuda(), k.cuda(), v.cuda(), None,
                                    **{key: t.clone() for key, t in structure.items()})
     torch.testing.assert_close(got.cpu(), want, rtol=2e-5, atol=2e-5)
+
+
+def test_structure_is_rendered_once_per_set_of_kwargs_tensors(layouts):
+    from npr.attention import DenseSegments, _structure_mask
+
+    kw = attention_kwargs(layouts)
+    structure = {key: kw[key] for key in STRUCTURE_KEYS}
+    length = sum(len(x) for x in layouts)
+    first = _structure_mask(structure, 1, length, length, torch.device("cpu"))
+    assert isinstance(first, DenseSegments) and len(first) == len(layouts)
+    assert _structure_mask(structure, 1, length, length, torch.device("cpu")) is first  # every layer: no re-render
+    fresh = dict(structure, npr_seq_lens=structure["npr_seq_lens"].clone())
+    assert _structure_mask(fresh, 1, length, length, torch.device("cpu")) is not first
+    for (row, start, end, mask), x in zip(first, layouts):
+        assert row == 0 and end - start == len(x) and torch.equal(mask, dense_mask(x))
