@@ -95,13 +95,15 @@ def to_tensordict(data, **meta):
     return td
 
 
-def actor_log_probs(worker, data, use_remove_padding: bool) -> torch.Tensor:
-    """[B, R] log-probs from verl's compute_log_prob (padded back with verl's own helper)."""
+def actor_log_probs(worker, data, use_remove_padding: bool, max_token_len: int | None = None) -> torch.Tensor:
+    """[B, R] log-probs from verl's compute_log_prob (padded back with verl's own helper); max_token_len
+    switches on verl's dynamic batch size (micro-batches regrouped by token count)."""
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import no_padding_2_padding
 
+    dynamic = {} if max_token_len is None else {"use_dynamic_bsz": True, "max_token_len_per_gpu": max_token_len}
     td = to_tensordict(data.select(deepcopy=True), calculate_entropy=False, compute_loss=False,
-                       use_remove_padding=use_remove_padding)
+                       use_remove_padding=use_remove_padding, **dynamic)
     out = worker.compute_log_prob(td)
     return no_padding_2_padding(tu.get(out, "log_probs"), td).float()
 
@@ -164,6 +166,8 @@ def main() -> None:
             report[f"max_diff_{name}"] = float((got - decoder_lp)[real].abs().max())
             report[f"input_shapes_{name}"] = list(shapes)
         hook.remove()
+        got = actor_log_probs(worker, data, use_remove_padding=True, max_token_len=120)  # regrouped micro-batches
+        report["max_diff_packed_dynamic_bsz"] = float((got - decoder_lp)[real].abs().max())
         # negative control: the same worker with transformers building the mask ("sdpa")
         config = module.config
         config._attn_implementation = "sdpa"

@@ -41,6 +41,10 @@ def test_actor_log_probs_equal_the_decoders(report, mode):
         assert all(rows == 2 for rows, _ in shapes)
 
 
+def test_dynamic_batch_size_regrouping_keeps_each_samples_structure(report):
+    assert report["max_diff_packed_dynamic_bsz"] <= TOL
+
+
 @pytest.mark.parametrize("mode", ["packed", "padded"])
 def test_masks_built_by_transformers_are_wrong_for_branches(report, mode):
     assert report[f"sdpa_max_diff_{mode}"] > 0.5
