@@ -9,7 +9,8 @@ from verl.workers.rollout.sglang_rollout.async_sglang_server import SGLangHttpSe
 from verl.workers.rollout.sglang_rollout.http_server_engine import AsyncHttpServerAdapter
 from verl.workers.rollout.sglang_rollout.sglang_rollout import ServerAdapter
 
-from verl_npr.patches import sglang_http_adapter, sglang_server_args
+from verl_npr.patches import sglang_cpu_weight_transfer, sglang_http_adapter, sglang_server_args
+from verl_npr.platform import is_selected as is_cpu_platform
 
 
 class NprSGLangHttpServer(SGLangHttpServer):
@@ -46,6 +47,8 @@ class NprSGLangServerAdapter(ServerAdapter):
         return await super()._init_server_adapter()
 
     async def update_weights(self, weights, global_steps: int = None, **kwargs):
+        if is_cpu_platform():
+            sglang_cpu_weight_transfer.apply()
         await self._init_server_adapter()
         leader = self._engine is not None and self._is_server_tp_leader()
         if leader:

@@ -91,3 +91,29 @@ def test_both_defects_are_real_and_the_routed_subclasses_clear_them():
                                                ("0.5.30", True)])
 def test_compat_is_version_checked(version, expected):
     assert needs_compat(version) is expected
+
+
+CPU_TRANSFER = r"""
+import json, torch
+from torch.multiprocessing import reductions
+from sglang.srt.utils.patch_torch import monkey_patch_torch_reductions
+from sglang.srt.utils import MultiprocessingSerializer
+monkey_patch_torch_reductions()
+out = {}
+try:
+    MultiprocessingSerializer.serialize([("w", torch.ones(3))])
+    out["stock"] = "ok"
+except IndexError:
+    out["stock"] = "IndexError"
+from verl_npr.patches import sglang_cpu_weight_transfer
+sglang_cpu_weight_transfer.apply(); sglang_cpu_weight_transfer.apply()
+blob = MultiprocessingSerializer.serialize([("w", torch.arange(3.0))])
+out["roundtrip"] = MultiprocessingSerializer.deserialize(blob)[0][1].tolist()
+out["strategy"] = torch.multiprocessing.get_sharing_strategy()
+print(json.dumps(out))
+"""
+
+
+def test_cpu_weight_transfer_through_sglangs_serializer():
+    out = run_json(CPU_TRANSFER, env={"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_PLUGINS": "none"})
+    assert out == {"stock": "IndexError", "roundtrip": [0.0, 1.0, 2.0], "strategy": "file_system"}
