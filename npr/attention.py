@@ -60,6 +60,27 @@ def _structure_mask(kwargs: dict, batch: int, q_len: int, kv_len: int, device: t
     return mask
 
 
+def _sequences_from_positions(position_ids, batch: int, q_len: int, kv_len: int) -> dict | None:
+    """Without structure kwargs or a mask, a packed row [1, L] whose positions restart at 0 holds several
+    sequences (verl's packing of unstructured samples): kwargs of plain causal sequences split there,
+    cached on the position tensor. None when there is nothing to split (one sequence, a cache, rows)."""
+    if position_ids is None or batch != 1 or q_len != kv_len or position_ids.shape[-1] != q_len:
+        return None
+    cached = getattr(position_ids, "_npr_sequences", None)
+    if cached is not None:
+        return cached or None
+    flat = position_ids.reshape(-1, q_len)[0]
+    starts = torch.nonzero(flat == 0).reshape(-1).tolist()
+    kwargs = {}
+    if starts and starts[0] == 0 and len(starts) > 1:
+        bounds = starts + [q_len]
+        zeros = torch.zeros(q_len, dtype=torch.long, device=flat.device)
+        lens = torch.tensor([b - a for a, b in zip(bounds, bounds[1:])], dtype=torch.long, device=flat.device)
+        kwargs = {BLOCK_KEY: zeros, BRANCH_KEY: zeros.clone(), LENGTHS_KEY: lens}
+    position_ids._npr_sequences = kwargs
+    return kwargs or None
+
+
 def _sdpa(query, key, value, mask, scaling, dropout):
     """SDPA under a boolean mask [B|1, 1, Q, KV] or None (causal), GQA folded into the query axis so
     K/V are never repeated. query [B, H, Q, D] -> [B, H, Q, D]."""
@@ -87,13 +108,16 @@ def _sdpa(query, key, value, mask, scaling, dropout):
 
 def npr_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """query [B, H, Q, D]; key/value [B, KVH, KV, D]; structure kwargs (npr.masks.attention_kwargs) or
-    attention_mask bool [B|1, 1, Q, KV], a BlockMask, or None (causal). Returns ([B, Q, H, D], None).
+    attention_mask bool [B|1, 1, Q, KV], a BlockMask, or None: causal, per sequence where a packed row's
+    position_ids restart at 0 (unstructured samples; right padding only). Returns ([B, Q, H, D], None).
 
     Raises ValueError when both structure kwargs and an explicit 4-D mask are given."""
     batch, num_heads, q_len, head_dim = query.shape
     num_kv_heads = key.shape[1]
     if num_heads % num_kv_heads:
         raise ValueError(f"{num_heads} query heads are not a multiple of {num_kv_heads} KV heads")
+    if attention_mask is None and BLOCK_KEY not in kwargs:
+        kwargs = _sequences_from_positions(kwargs.get("position_ids"), batch, q_len, key.shape[2]) or kwargs
     structure = _structure_mask(kwargs, batch, q_len, key.shape[2], query.device)
     if structure is not None:
         if attention_mask is not None:

@@ -241,3 +241,20 @@ def test_structure_is_rendered_once_per_set_of_kwargs_tensors(layouts):
     assert _structure_mask(fresh, 1, length, length, torch.device("cpu")) is not first
     for (row, start, end, mask), x in zip(first, layouts):
         assert row == 0 and end - start == len(x) and torch.equal(mask, dense_mask(x))
+
+
+def test_without_kwargs_a_packed_row_splits_where_positions_restart(model64, sym, tags):
+    """Unstructured samples packed by verl (no attention kwargs, no mask): causal per sequence, split where
+    position_ids restart at 0, as a forward of each sequence alone."""
+    register_attention()
+    seqs = [torch.tensor(sym(text)) for text in ("a b c d e", "f g", "h i j")]
+    want = [_tiny_logprobs(model64, input_ids=s[None])[0] for s in seqs]
+    previous = model64.config._attn_implementation
+    model64.config._attn_implementation = "npr"
+    try:
+        got = _tiny_logprobs(model64, input_ids=torch.cat(seqs)[None],
+                             position_ids=torch.cat([torch.arange(len(s)) for s in seqs])[None])[0]
+    finally:
+        model64.config._attn_implementation = previous
+    for g, w in zip(torch.split(got, [len(s) for s in seqs]), want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-9)
