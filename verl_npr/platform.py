@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from verl.plugin.platform import PlatformBase
 
 NAME = "cpu"
 ENV = "VERL_PLATFORM"
@@ -58,64 +59,58 @@ device_module.__dict__.update(
 )
 
 
-def make_platform_class():
-    """The PlatformBase subclass (built lazily so that importing this module does not import verl)."""
-    from verl.plugin.platform import PlatformBase
+class CpuPlatform(PlatformBase):
+    """verl on host CPUs: gloo, device "cpu". Reports its Ray resource as "GPU" because verl's
+    placement counts only accelerator bundles; declare as many (fake) GPUs to Ray as workers."""
 
-    class CpuPlatform(PlatformBase):
-        """verl on host CPUs: gloo, device "cpu". Reports its Ray resource as "GPU" because verl's
-        placement counts only accelerator bundles; declare as many (fake) GPUs to Ray as workers."""
+    device_name = "cpu"
+    vendor_name = "cpu"
+    device_module = device_module
 
-        device_name = "cpu"
-        vendor_name = "cpu"
-        device_module = device_module
+    def is_available(self) -> bool:
+        return True
 
-        def is_available(self) -> bool:
-            return True
+    def is_platform_available(self, use_smi_check: bool = False) -> bool:
+        return False  # only an explicit VERL_PLATFORM=cpu selects it
 
-        def is_platform_available(self, use_smi_check: bool = False) -> bool:
-            return False  # only an explicit VERL_PLATFORM=cpu selects it
+    def current_device(self):  # a device string, so `.to(get_device_id())` stays on the host
+        return "cpu"
 
-        def current_device(self):  # a device string, so `.to(get_device_id())` stays on the host
-            return "cpu"
+    def device_count(self) -> int:
+        return 1
 
-        def device_count(self) -> int:
-            return 1
+    set_device = synchronize = set_allocator_settings = empty_cache = staticmethod(_nothing)
+    profiler_start = profiler_stop = staticmethod(_nothing)
 
-        set_device = synchronize = set_allocator_settings = empty_cache = staticmethod(_nothing)
-        profiler_start = profiler_stop = staticmethod(_nothing)
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
 
-        def manual_seed(self, seed: int) -> None:
-            torch.manual_seed(seed)
+    manual_seed_all = manual_seed
 
-        manual_seed_all = manual_seed
+    def get_device_capability(self, device_index: int = 0):
+        return None, None
 
-        def get_device_capability(self, device_index: int = 0):
-            return None, None
+    def communication_backend_name(self) -> str:
+        return "gloo"
 
-        def communication_backend_name(self) -> str:
-            return "gloo"
+    def visible_devices_envvar(self) -> str:
+        return "CUDA_VISIBLE_DEVICES"
 
-        def visible_devices_envvar(self) -> str:
-            return "CUDA_VISIBLE_DEVICES"
+    @contextmanager
+    def nvtx_range(self, msg: str):
+        yield
 
-        @contextmanager
-        def nvtx_range(self, msg: str):
-            yield
+    def ray_resource_name(self) -> str:
+        return "GPU"
 
-        def ray_resource_name(self) -> str:
-            return "GPU"
+    def ray_noset_envvars(self) -> list[str]:
+        return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
 
-        def ray_noset_envvars(self) -> list[str]:
-            return ["RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"]
+    def is_ipc_supported(self) -> bool:
+        return False
 
-        def is_ipc_supported(self) -> bool:
-            return False
-
-        def cudart(self) -> None:
-            return None
-
-    return CpuPlatform
+    def cudart(self) -> None:
+        return None
 
 
 def is_selected() -> bool:
@@ -130,8 +125,8 @@ def register_cpu_platform() -> None:
 
     with _LOCK:
         existing = PlatformRegistry.get(NAME)
-        if existing is None or getattr(existing, "__module__", "") != __name__:
-            PlatformRegistry.register(NAME)(make_platform_class())
+        if existing is not CpuPlatform:
+            PlatformRegistry.register(NAME)(CpuPlatform)
         if is_selected():
             _register_engines_for_cpu()
             from verl_npr.patches.gloo_process_group import apply

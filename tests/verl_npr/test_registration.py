@@ -40,7 +40,7 @@ EXPECTED = {
     "adv_estimator": "verl_npr.papo.compute_papo_advantage",
     "policy_loss": "verl_npr.papo.compute_papo_policy_loss",
     "reward_manager": "verl_npr.reward_manager.NprRewardManager",
-    "platform": "verl_npr.platform.make_platform_class.<locals>.CpuPlatform",
+    "platform": "verl_npr.platform.CpuPlatform",
     "attention": "npr.attention.npr_attention_forward",
     "attention_mask": "npr.attention.no_mask",
     "replica_loader": "verl_npr.sglang_compat.load_replica",
