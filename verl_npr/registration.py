@@ -10,16 +10,26 @@ def _register_with_verl() -> None:
     check_host_version("verl")
     import verl  # noqa: F401  (the host must be importable before anything is registered)
 
+    from npr.attention import register_attention
+    from verl_npr.papo import register_papo
+    from verl_npr.platform import register_cpu_platform
     from verl_npr.reward_manager import register_reward_manager
+    from verl_npr.sglang_compat import register_sglang_compat
 
+    register_cpu_platform()
+    register_attention()
+    register_papo()
     register_reward_manager()
+    register_sglang_compat()
 
 
 _ONCE = Once(_register_with_verl)
 
 
 def register() -> None:
-    """Register NPR's components in verl's registries. Safe to call any number of times.
+    """Register NPR's components in verl's registries: advantage estimator and policy loss `npr_papo`,
+    reward manager `npr`, platform `cpu`, the transformers attention `npr`, and the SGLang 0.5.23
+    compatibility of verl's SGLang rollout. Safe to call any number of times.
 
     Raises HostVersionError when verl is missing or outside the supported range.
     """
