@@ -9,8 +9,9 @@ from typing import Sequence
 
 import torch
 
-from npr.layout import Layout, pack_layouts
-from npr.masks import block_mask, dense_mask
+from npr.attention import register_attention
+from npr.layout import Layout
+from npr.masks import attention_kwargs
 
 
 def structured_logprobs(model, layouts: Layout | Sequence[Layout]) -> torch.Tensor | list[torch.Tensor]:
@@ -18,8 +19,8 @@ def structured_logprobs(model, layouts: Layout | Sequence[Layout]) -> torch.Tens
     packed into one row (no padding). Returns a tensor [L - response_start] for one Layout, a list of
     them for several; float64 for a float64 model, float32 otherwise. Gradients flow when enabled.
 
-    On CUDA the mask is a flex-attention BlockMask (attention implementation "npr"); elsewhere a dense
-    boolean mask [L, L]."""
+    The structure reaches the attention "npr" only through `npr.masks.attention_kwargs` (the same path
+    as the verl actor): a flex-attention BlockMask on CUDA, one dense mask per sequence elsewhere."""
     single = isinstance(layouts, Layout)
     items = [layouts] if single else list(layouts)
     if not items or not all(isinstance(x, Layout) for x in items):
@@ -30,22 +31,15 @@ def structured_logprobs(model, layouts: Layout | Sequence[Layout]) -> torch.Tens
             raise ValueError(f"layout {i} has response_start {layout.response_start}; the first response token "
                              "needs a token before it (a prompt of at least one token)")
     device = next(model.parameters()).device
-    packed = pack_layouts(items)
-    ids = packed.token_ids.to(device)
-    positions = packed.position_ids.to(device)
-    if device.type == "cuda":
-        from npr.attention import register_attention
-
-        mask = block_mask(packed, device=device)
-        previous = model.config._attn_implementation
-        model.config._attn_implementation = register_attention()
-        try:
-            logits = model(ids[None], position_ids=positions[None], attention_mask=mask).logits[0]
-        finally:
-            model.config._attn_implementation = previous
-    else:
-        mask = dense_mask(packed, device=device)
-        logits = model(ids[None], position_ids=positions[None], attention_mask=mask[None, None]).logits[0]
+    kwargs = {k: v.to(device) for k, v in attention_kwargs(items).items()}
+    ids = torch.cat([layout.token_ids for layout in items]).to(device)
+    config = model.config
+    previous = config._attn_implementation
+    config._attn_implementation = register_attention()
+    try:
+        logits = model(ids[None], **kwargs).logits[0]
+    finally:
+        config._attn_implementation = previous
     logprobs = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
     out = []
     start = 0

@@ -84,3 +84,20 @@ def test_sequential_positions_fail_the_same_check(model64, trajectory):
     wrong_pos = type(trajectory)(trajectory.token_ids, torch.arange(n), trajectory.block_id, trajectory.branch_id, 0)
     diff = (structured_logits(model64, wrong_pos) - kv_cache_forward(model64, trajectory)).abs().max()
     assert diff > 1e-3
+
+
+def test_structured_logprobs_packs_several_layouts_exactly(model64, tokenizer, templates, tags, trajectory):
+    """One packed forward over several trajectories equals a forward over each alone (float64)."""
+    from npr import structured_logprobs
+
+    other_prompt, other = make_trajectory(tokenizer, templates, BLOCKS[:1])
+    second = build_layout(other_prompt + other, tags, len(other_prompt))
+    plain = build_layout(other_prompt + other[:5], tags, len(other_prompt))  # no block at all
+    with torch.no_grad():
+        packed = structured_logprobs(model64, [trajectory, second, plain])
+        alone = [structured_logprobs(model64, x) for x in (trajectory, second, plain)]
+    for got, want, layout in zip(packed, alone, (trajectory, second, plain)):
+        assert got.shape == (len(layout) - layout.response_start,)
+        torch.testing.assert_close(got, want, **TOL)
+    with pytest.raises(ValueError, match="response_start 0"):
+        structured_logprobs(model64, build_layout(other, tags, 0))
