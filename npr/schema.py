@@ -14,7 +14,9 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any
+
+from npr.errors import NprError, SchemaError, TagTokenError  # noqa: F401  (re-exported)
 
 TAGS: dict[str, str] = {
     "guideline_open": "<guideline>",
@@ -28,22 +30,6 @@ TAGS: dict[str, str] = {
 }
 TAG_STRINGS: tuple[str, ...] = tuple(TAGS.values())
 DEFAULT_MAX_BRANCHES = 5
-
-
-class NprError(Exception):
-    """Base class of every error this project raises on purpose."""
-
-
-class TagTokenError(NprError, ValueError):
-    """A tag is not a single token of the tokenizer."""
-
-
-class SchemaError(NprError, ValueError):
-    """A structural error with the token (or character) offset where it was found."""
-
-    def __init__(self, message: str, offset: int):
-        super().__init__(f"{message} (at offset {offset})")
-        self.offset = offset
 
 
 @dataclass(frozen=True)
@@ -82,9 +68,9 @@ class TagIds:
             raise TagTokenError(
                 "tags must each be one token for fork-join decoding and the structured mask, but "
                 + ", ".join(problems)
-                + ". Add them as special tokens first: `npr prepare-model --model PATH --out DIR` "
-                "(or tokenizer.add_special_tokens({'additional_special_tokens': list(npr.schema.TAG_STRINGS)}) "
-                "and model.resize_token_embeddings)."
+                + ". Add them as special tokens first: "
+                "tokenizer.add_special_tokens({'additional_special_tokens': list(npr.schema.TAG_STRINGS)}), "
+                "then model.resize_token_embeddings(len(tokenizer)), and save both."
             )
         return cls(**ids)
 
@@ -441,6 +427,3 @@ def _append(block: TextBlock, into: tuple[str, int | None], text: str) -> None:
     else:
         getattr(block, kind)[index] += text
 
-
-def format_issues(issues: Iterable[Issue]) -> str:
-    return "; ".join(str(i) for i in issues)

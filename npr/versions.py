@@ -8,17 +8,13 @@ from importlib import metadata
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from npr.schema import NprError
+from npr.errors import HostVersionError  # noqa: F401  (re-exported)
 
 # The host versions this release was tested against (README "Tested matrix"). Checked by register().
 SUPPORTED = {
     "verl": ">=0.9.1,<0.10",
     "sglang": ">=0.5.23,<0.6",
 }
-
-
-class HostVersionError(NprError, RuntimeError):
-    """A host package is missing or its version is outside the supported range."""
 
 
 def installed_version(dist: str) -> str | None:

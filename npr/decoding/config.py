@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
+from npr.forkjoin.limits import Limits, check_int
 from npr.schema import DEFAULT_MAX_BRANCHES
 
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """Engine limits (DESIGN §5).
+    """The fork-join limits (DESIGN §5; validated and held as `npr.forkjoin.Limits` in `.limits`) plus
+    the reference decoder's own engine settings.
 
     max_new_tokens bounds the critical path of a response; max_total_tokens bounds all generated
     tokens (None = max_branches * max_new_tokens). A fork is refused (the request goes on
     sequentially) when fewer than min_fork_budget tokens are left on the critical path, or per branch
     of the total budget. parallel=False never forks: plain sequential decoding (a baseline).
+
+    Engine settings: step_repetition_penalty (1.0 = off); max_kv_slots bounds the K/V pool (None =
+    it grows with the tokens in flight; when bounded, requests wait and the latest admitted are
+    preempted and restarted); max_batch bounds the requests decoded at once (None = all);
+    use_cuda_graphs is accepted for compatibility and currently unused (steps run eagerly).
     """
 
     max_branches: int = DEFAULT_MAX_BRANCHES
@@ -26,22 +34,25 @@ class DecodingConfig:
     parallel: bool = True
     max_kv_slots: int | None = None
     use_cuda_graphs: bool = True
+    max_batch: int | None = None
+    limits: Limits = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        _check_int("max_branches", self.max_branches, 1)
-        _check_int("max_new_tokens", self.max_new_tokens, 1)
-        if self.max_total_tokens is not None:
-            _check_int("max_total_tokens", self.max_total_tokens, 1)
-        _check_int("min_fork_budget", self.min_fork_budget, 0)
-        if not self.step_repetition_penalty > 0:
-            raise ValueError(f"step_repetition_penalty must be > 0 (1.0 = off), got {self.step_repetition_penalty!r}")
+        limits = Limits(self.max_branches, self.max_new_tokens, self.max_total_tokens, self.min_fork_budget,
+                        self.parallel, self.stop_token_ids)
+        object.__setattr__(self, "limits", limits)
+        object.__setattr__(self, "stop_token_ids", limits.stop_token_ids)
+        if not (isinstance(self.step_repetition_penalty, (int, float)) and 0 < self.step_repetition_penalty < math.inf):
+            raise ValueError(f"step_repetition_penalty must be a finite number > 0 (1.0 = off), "
+                             f"got {self.step_repetition_penalty!r}")
         if self.max_kv_slots is not None:
-            _check_int("max_kv_slots", self.max_kv_slots, 2)
-        object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
+            check_int("max_kv_slots", self.max_kv_slots, 2)
+        if self.max_batch is not None:
+            check_int("max_batch", self.max_batch, 1)
 
     @property
     def total_budget(self) -> int:
-        return self.max_total_tokens if self.max_total_tokens is not None else self.max_branches * self.max_new_tokens
+        return self.limits.total_budget
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,7 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        _check_int("top_k", self.top_k, 0)
+        check_int("top_k", self.top_k, 0)
         if self.seed is not None and not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int or None, got {self.seed!r}")
 
@@ -66,7 +77,3 @@ class SamplingParams:
     def is_greedy(self) -> bool:
         return self.temperature == 0
 
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

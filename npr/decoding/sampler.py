@@ -1,15 +1,14 @@
 """Token choice: logits processors, in-step repetition penalty, temperature, top-k, top-p, and one
-RNG per sequence whose seed is derived from the request seed and the (block, branch) index."""
+RNG per sequence (its seed from `npr.forkjoin.derive_seed`)."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import Protocol
 
 import torch
 
 from npr.decoding.config import SamplingParams
-from npr.decoding.controller import Seq
+from npr.forkjoin import Seq
 
 
 class LogitsProcessor(Protocol):
@@ -18,15 +17,10 @@ class LogitsProcessor(Protocol):
     def __call__(self, seq: Seq, logits: torch.Tensor) -> torch.Tensor: ...
 
 
-def derive_seed(seed: int, block: int, branch: int) -> int:
-    """A 63-bit seed for one sequence: stable across runs and platforms."""
-    digest = hashlib.blake2b(f"{seed}:{block}:{branch}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def make_generator(seed: int, block: int, branch: int, device: torch.device) -> torch.Generator:
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A generator on `device` seeded with `seed` (one per sequence: see npr.forkjoin.derive_seed)."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(derive_seed(seed, block, branch))
+    generator.manual_seed(seed)
     return generator
 
 

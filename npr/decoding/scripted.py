@@ -8,8 +8,8 @@ from typing import Sequence
 
 import torch
 
-from npr.decoding.controller import Seq
-from npr.layout import Templates
+from npr.forkjoin import Seq
+from npr.templates import Templates
 
 CONTENT = -1  # a script slot that any content token may fill
 
@@ -86,7 +86,7 @@ class ScriptProcessor:
         if seq.is_trunk:
             index = len(seq.tokens)
             return self._allow(logits, self.trunk[index] if index < len(self.trunk) else self.eos)
-        block = seq.request.num_forks - 1
+        block = seq.block - 1
         lengths = self.script.branch_lengths
         wanted = lengths[block][seq.branch - 1] if block < len(lengths) and seq.branch <= len(lengths[block]) else 0
         written = len(seq.tokens) - seq.header_len

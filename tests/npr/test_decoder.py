@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure
-from npr.decoding.sampler import derive_seed, make_generator, sample
+from npr.decoding.sampler import make_generator, sample
+from npr.forkjoin import derive_seed
 from npr.layout import build_layout
 from npr.masks import dense_mask
 
@@ -136,7 +137,7 @@ def run_forced(model, tokenizer, tags, trunk, branches=None, **config):
                     {k: ids_of(tokenizer, tags, v) if isinstance(v, str) else v for k, v in (branches or {}).items()},
                     eos=tokenizer.eos_token_id)
     [result] = decoder.generate([prompt_ids(tokenizer)], SamplingParams(temperature=0.0), processors=[forcer])
-    assert decoder.last_memory["free_slots"] == decoder.last_memory["slots"]
+    assert decoder.last_memory["used_slots"] == 0
     return result
 
 
@@ -224,7 +225,7 @@ def test_requests_queue_when_the_pool_is_small(model64, tokenizer):
                                                         max_kv_slots=len(prompt) + 41 + 5))
     results = decoder.generate([prompt] * 3, SamplingParams(temperature=0.0), script=ScriptedStructure([[2, 3]]))
     assert all(r.token_ids == results[0].token_ids for r in results)
-    assert decoder.last_memory["free_slots"] == decoder.last_memory["slots"]
+    assert decoder.last_memory["used_slots"] == 0
     with pytest.raises(ValueError, match="max_kv_slots"):
         Decoder(model64, tokenizer, DecodingConfig(max_kv_slots=10)).generate([prompt])
 
@@ -239,12 +240,13 @@ def test_same_seed_same_output_other_seed_differs(model32, tokenizer):
 
 
 def test_branch_seeds_differ_by_branch_index():
-    assert len({derive_seed(0, 1, b) for b in range(1, 6)}) == 5
-    assert derive_seed(0, 1, 1) == derive_seed(0, 1, 1) and derive_seed(0, 1, 1) != derive_seed(1, 1, 1)
+    assert len({derive_seed(0, 0, 1, b) for b in range(1, 6)}) == 5
+    assert derive_seed(0, 0, 1, 1) == derive_seed(0, 0, 1, 1) != derive_seed(1, 0, 1, 1)
+    assert derive_seed(0, 0, 1, 1) != derive_seed(0, 1, 1, 1)  # another request of the same call
     logits = torch.zeros(1000)
     params = SamplingParams(temperature=1.0)
     draws = [[sample(logits, params, g) for _ in range(8)]
-             for g in (make_generator(0, 1, 1, torch.device("cpu")), make_generator(0, 1, 2, torch.device("cpu")))]
+             for g in (make_generator(derive_seed(0, 0, 1, 1), "cpu"), make_generator(derive_seed(0, 0, 1, 2), "cpu"))]
     assert draws[0] != draws[1]
 
 
@@ -270,7 +272,7 @@ def test_kv_ownership_randomized(model32, tokenizer, tags):
         params = SamplingParams(temperature=rng.choice([0.0, 1.0]), seed=trial)
         results = decoder.generate(prompts, params, script=scripts, should_abort=should_abort)
         memory = decoder.last_memory
-        assert memory["free_slots"] == memory["slots"] and memory["free_rows"] == memory["rows"], (trial, memory)
+        assert memory["used_slots"] == 0, (trial, memory)
         for result in results:
             assert result.finish_reason in {"stop", "length", "abort"}
             assert len(result.token_ids) == len(result.logprobs) == result.stats["total_tokens"]
@@ -293,8 +295,7 @@ def test_failure_mid_run_returns_every_slot(model32, tokenizer):
     with pytest.raises(RuntimeError, match="processor failed"):
         decoder.generate([prompt_ids(tokenizer)] * 2, SamplingParams(temperature=0.0),
                          script=ScriptedStructure([[5, 5]]), processors=[exploding])
-    assert decoder.last_memory["free_slots"] == decoder.last_memory["slots"]
-    assert decoder.last_memory["free_rows"] == decoder.last_memory["rows"]
+    assert decoder.last_memory["used_slots"] == 0
 
 
 def test_bad_input_is_rejected_clearly(model32, tokenizer):
