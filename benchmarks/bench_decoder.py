@@ -55,7 +55,7 @@ def setup_case(args, tokenizer, model, width: int):
     script = ScriptedStructure([[args.branch_len] * width])
     budget = width * (args.branch_len + 8) + 64
     config = DecodingConfig(max_branches=max(width, 1), max_new_tokens=args.branch_len + 64 + 8 * width,
-                            max_total_tokens=budget, use_cuda_graphs=not args.no_graphs)
+                            max_total_tokens=budget)
     return prompt, script, config
 
 
@@ -84,30 +84,6 @@ def step_ms(decoder, prompt, sampling, **kw) -> float:
     return 1000 * statistics.median(gaps)
 
 
-def probe_overheads(decoder) -> None:
-    """Split a width-1 decode step: GPU time of the captured forward vs host round trips."""
-    if not torch.cuda.is_available() or decoder._runner is None or 1 not in decoder._runner._graphs:
-        return
-    graph = decoder._runner._graphs[1].graph
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    sync()
-    start.record()
-    for _ in range(20):
-        graph.replay()
-    end.record()
-    sync()
-    replay_ms = start.elapsed_time(end) / 20
-    x = torch.zeros(1, device="cuda")
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(200):
-        x.add_(1)
-        float(x)  # one launch and one device-to-host sync
-    roundtrip_ms = 1000 * (time.perf_counter() - t0) / 200
-    print(f"probe: captured decode forward (width 1) {replay_ms:.2f} ms GPU; one launch + sync round trip "
-          f"{roundtrip_ms:.3f} ms host")
-
-
 def environment(device: str) -> dict:
     import transformers
 
@@ -124,7 +100,6 @@ def main(argv=None) -> int:
     parser.add_argument("--branch-len", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--hf-tokens", type=int, default=0, help="new tokens for transformers generate (0 = skip)")
-    parser.add_argument("--no-graphs", action="store_true", help="disable CUDA graphs")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
 
@@ -145,15 +120,12 @@ def main(argv=None) -> int:
         fork_join = Decoder(model, tokenizer, config)
         fj_times, [fj] = timed(lambda: fork_join.generate([prompt], greedy, script=script), args.repeats)
         total, crit = fj.stats["total_tokens"], fj.stats["critical_path_tokens"]
-        seq_config = DecodingConfig(max_new_tokens=total + 8, max_total_tokens=total + 8, parallel=False,
-                                    use_cuda_graphs=config.use_cuda_graphs)
+        seq_config = DecodingConfig(max_new_tokens=total + 8, max_total_tokens=total + 8, parallel=False)
         sequential = Decoder(model, tokenizer, seq_config)
         forced = ForcedTokens(fj.token_ids[:-1], tokenizer.eos_token_id)  # same linearised ids, then EOS
         seq_times, [seq] = timed(lambda: sequential.generate([prompt], greedy, processors=[forced]), args.repeats)
         assert seq.token_ids == fj.token_ids, "the sequential replay must decode the same ids"
         fj_step = step_ms(fork_join, prompt, greedy, script=script)
-        if width == 1:
-            probe_overheads(fork_join)
         seq_step = step_ms(sequential, prompt, greedy, processors=[forced])
         fj_med, fj_p20, fj_p80 = quantiles(fj_times)
         seq_med, seq_p20, seq_p80 = quantiles(seq_times)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared device check (see DEVELOPERS.md): GPU tests, then the decoder benchmark on a
+# One prepared GPU check (for a machine lent for a few minutes): GPU tests, then the decoder benchmark on a
 # Qwen3-4B-shaped random model. Writes logs and CSV rows under ${OUT:-out}/.
 # The device copy has no .git: run it as  NPR_GIT_SHA=<sha> OUT=$OUT bash scripts/gpu_check.sh
 set -uo pipefail

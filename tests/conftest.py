@@ -13,12 +13,18 @@ from npr.schema import TAGS, TagIds
 from npr.tiny import make_tiny_model, make_tiny_tokenizer
 
 
+HOST_DIRS = ("verl_npr", "sglang_npr")
+
+
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA")
+    """Tests of a real host (its marker, or its folder) also get `hosts`, so a quick local run can
+    deselect them (-m 'not hosts'); CI runs everything. Without CUDA, `gpu` tests skip."""
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA")
     for item in items:
-        if "gpu" in item.keywords:
+        folder = item.path.parent.name
+        if "verl" in item.keywords or "sglang" in item.keywords or folder in HOST_DIRS:
+            item.add_marker(pytest.mark.hosts)
+        if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)
 
 

@@ -1,5 +1,6 @@
-"""Independent oracles for the tests: the engine semantics written with HF's KV cache (DESIGN §5;
-notes/fork-join.md "Reference B") and a brute-force visibility rule from branch spans."""
+"""Independent oracles for the tests: the engine semantics written with HF's KV cache (DESIGN §5: a
+branch decodes on a copy of the prefix cache, the join concatenates prefix + branches without
+recomputation) and a brute-force visibility rule from branch spans."""
 
 from __future__ import annotations
 

@@ -9,6 +9,8 @@ from importlib import metadata
 import pytest
 
 import npr.versions
+from packaging.specifiers import SpecifierSet
+
 from npr.versions import SUPPORTED, HostVersionError
 from tests.hosts import require_host, run_json
 
@@ -172,3 +174,16 @@ def test_missing_host_error_says_what_to_install(monkeypatch, host):
         registration.register()
     assert SUPPORTED[host] in str(err.value)
     assert not registration.is_registered()
+
+
+def test_extras_and_supported_versions_agree():
+    """One source of host versions: pyproject's extras carry exactly npr.versions.SUPPORTED."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    for host, spec in SUPPORTED.items():
+        [requirement] = [Requirement(r) for r in project["optional-dependencies"][host]]
+        assert requirement.name == host and requirement.specifier == SpecifierSet(spec), (host, str(requirement))

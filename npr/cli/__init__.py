@@ -12,6 +12,21 @@ SUBCOMMANDS = {
     "demo": "Run the embedded default end to end on a tiny in-memory model and show the structure.",
     "generate": "Fork-join decoding of a prompt with any HF causal LM; prints the answer and the block tree.",
 }
+# Subcommands that need a host live in that host's plugin and are found through this entry-point group
+# (name -> module with add_arguments/run; its docstring's first line is the help), so `npr` itself
+# never imports verl_npr or sglang_npr.
+PLUGIN_GROUP = "npr.commands"
+
+
+def plugin_commands() -> dict[str, str]:
+    """name -> module of the subcommands host plugins register (read from metadata, nothing imported)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP) if ep.name not in SUBCOMMANDS}
+
+
+def _module_of(name: str, plugins: dict[str, str]) -> str:
+    return plugins.get(name, f"npr.cli.{name}")
 
 
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -19,10 +34,12 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     when another subcommand's dependencies are broken, since diagnosing that is its job."""
     parser = argparse.ArgumentParser(prog="npr", description="native-parallel-reasoner command line.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_text in SUBCOMMANDS.items():
+    plugins = plugin_commands()
+    helps = {**SUBCOMMANDS, **{name: f"(from {module.split('.')[0]})" for name, module in plugins.items()}}
+    for name, help_text in helps.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
-            importlib.import_module(f"npr.cli.{name}").add_arguments(sub_parser)
+            importlib.import_module(_module_of(name, plugins)).add_arguments(sub_parser)
     return parser
 
 
@@ -35,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    module = importlib.import_module(f"npr.cli.{args.command}")
+    module = importlib.import_module(_module_of(args.command, plugin_commands()))
     return int(module.run(args) or 0)
 
 

@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
 
     from npr.cli.generate import encode_prompt, parse_script
     from npr.decoding import Decoder, DecodingConfig, SamplingParams
-    from npr.masks import dense_mask
+    from npr import structured_logprobs
     from npr.render import render_tree, summarize
     from npr.tiny import make_tiny_model, make_tiny_tokenizer
 
@@ -30,12 +30,8 @@ def run(args: argparse.Namespace) -> int:
     prompt = encode_prompt(tokenizer, args.prompt, use_chat_template=True)
     [result] = decoder.generate([prompt], SamplingParams(temperature=0.0, seed=args.seed),
                                 script=parse_script(args.script))
-    layout = result.layout
     with torch.no_grad():
-        logits = model(layout.token_ids[None], position_ids=layout.position_ids[None],
-                       attention_mask=dense_mask(layout)[None, None]).logits[0]
-    start = layout.response_start
-    trainer = torch.log_softmax(logits, -1)[start - 1:-1].gather(1, layout.token_ids[start:, None])[:, 0]
+        trainer = structured_logprobs(model, result.layout)
     gap = (trainer - torch.tensor(result.logprobs, dtype=trainer.dtype)).abs().max().item()
     stats = result.stats
     if args.json:

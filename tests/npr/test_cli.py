@@ -59,3 +59,24 @@ def test_demo_checks_consistency(capsys):
     assert main(["demo", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["max_logprob_gap"] < 1e-9 and out["stats"]["num_forks"] == 2
+
+
+def test_host_subcommands_come_from_plugin_entry_points(monkeypatch, tmp_path, capsys):
+    """A plugin registers a subcommand in the `npr.commands` group; `npr` lists it without importing
+    it and imports it only when it runs."""
+    import sys
+    from importlib.metadata import EntryPoint
+
+    import npr.cli as cli
+
+    (tmp_path / "fake_host_cmd.py").write_text(
+        "def add_arguments(parser):\n    parser.add_argument('--n', type=int, default=1)\n"
+        "def run(args):\n    print('ran', args.n)\n    return 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = EntryPoint(name="fakecmd", value="fake_host_cmd", group=cli.PLUGIN_GROUP)
+    monkeypatch.setattr("importlib.metadata.entry_points",
+                        lambda group=None: [point] if group == cli.PLUGIN_GROUP else [])
+    parser = cli.make_parser(None)
+    assert "fakecmd" in parser.format_help() and "fake_host_cmd" not in sys.modules
+    assert cli.main(["fakecmd", "--n", "3"]) == 0
+    assert capsys.readouterr().out.strip() == "ran 3"

@@ -10,7 +10,7 @@ from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStruct
 from npr.decoding.sampler import make_generator, sample
 from npr.forkjoin import derive_seed
 from npr.layout import build_layout
-from npr.masks import dense_mask
+from npr import structured_logprobs
 
 CONSISTENCY_TOL = 1e-9  # float64; the contract is 1e-6
 
@@ -21,9 +21,11 @@ def prompt_ids(tokenizer, text="What is 6 times 7?"):
 
 
 def trainer_logprobs(model, layout, mask=None):
-    """What the trainer computes: one forward with the structured mask and layout positions, then
-    shifted log-softmax gathered at the response tokens."""
-    mask = dense_mask(layout) if mask is None else mask
+    """What the trainer computes: one forward with the structured mask (or `mask`) and layout positions,
+    then shifted log-softmax gathered at the response tokens."""
+    if mask is None:
+        with torch.no_grad():
+            return structured_logprobs(model, layout)
     with torch.no_grad():
         logits = model(layout.token_ids[None], position_ids=layout.position_ids[None],
                        attention_mask=mask[None, None]).logits[0]
