@@ -38,7 +38,7 @@ def require_npr_server(server_info: dict[str, Any], where: str = "the server") -
             "custom_params['npr'] and would decode sequentially, stopping at the first </guideline>. Install "
             "native-parallel-reasoner next to SGLang and start it with --attention-backend npr.")
     if not info.get("fork_join_enabled"):
-        reason = info.get("missing") or f"attention backend is {info.get('attention_backend')!r}, not 'npr'"
+        reason = info.get("refusal") or info.get("missing") or "unknown reason"
         raise NprServerError(f"{where} runs the NPR plugin but fork-join is off: {reason}")
     return info
 

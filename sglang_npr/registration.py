@@ -17,9 +17,21 @@ class NprPatchError(NprError, RuntimeError):
 
 
 def _patch_modules(on_cpu: bool) -> list:
-    from sglang_npr.patches import cpu_release_memory, cpu_rotary, request_intake, server_info
+    from sglang_npr.patches import (
+        cpu_release_memory,
+        cpu_rotary,
+        meta_info_streamer,
+        meta_info_tokenizer,
+        request_intake,
+        scheduler_abort,
+        scheduler_idle,
+        scheduler_queue,
+        scheduler_step,
+        server_info,
+    )
 
-    modules = [server_info, request_intake]
+    modules = [server_info, request_intake, scheduler_queue, scheduler_step, scheduler_idle, scheduler_abort,
+               meta_info_streamer, meta_info_tokenizer]
     if on_cpu:
         modules += [cpu_rotary, cpu_release_memory]
     return modules
