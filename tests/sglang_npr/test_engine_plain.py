@@ -1,6 +1,7 @@
 """Backend "npr" on the real sglang.Engine (CPU, float32, tiny Qwen3 in a temp dir): plain requests
 decode exactly like SGLang's own torch_native backend and like transformers; the server reports the
-plugin; NPR requests are refused with a clear message while fork-join is not wired into the scheduler.
+plugin; NPR requests to a server that cannot fork-join them (here: overlap scheduler on) are refused
+with a message naming the fix, and bad NPR parameters with one naming the value.
 
 Two engine start-ups (~45 s each): the stock torch_native run only records its outputs."""
 
@@ -46,7 +47,7 @@ def test_server_info_reports_the_plugin(engine):
     assert info["attention_backend"] == "npr"
     npr_info = info["npr"]
     assert npr_info["plugin"] == "sglang_npr" and npr_info["inner_attention_backend"] == "torch_native"
-    assert npr_info["fork_join_enabled"] is False and npr_info["missing"]
+    assert npr_info["fork_join_enabled"] is False and "--disable-overlap-schedule" in npr_info["refusal"]
 
 
 @pytest.mark.parametrize("mode", ["greedy", "sampled"])
@@ -73,8 +74,8 @@ def test_plain_greedy_equals_transformers(engine, model_path):
         assert torch.allclose(torch.tensor(logprobs), ref_logprobs, atol=1e-4, rtol=0)
 
 
-def test_npr_request_is_refused_until_fork_join_is_wired(engine):
-    with pytest.raises(ValueError, match="fork-join decoding is not available"):
+def test_npr_request_is_refused_when_the_server_cannot_fork_join(engine):
+    with pytest.raises(ValueError, match="--disable-overlap-schedule"):
         engine.generate(input_ids=PROMPTS[0], sampling_params={**GREEDY, "custom_params": {"npr": {"max_branches": 2}}})
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['branches'\]"):
         engine.generate(input_ids=PROMPTS[0], sampling_params={**GREEDY, "custom_params": {"npr": {"branches": 2}}})
