@@ -32,7 +32,8 @@ class NprParams:
     refused when fewer than min_fork_budget tokens per branch are left. `script` forces, on any model,
     one block per inner tuple (that many plans/branches, each branch's content that many tokens),
     exactly like npr.decoding.ScriptedStructure; plan_tokens/takeaway_tokens/answer_tokens size the
-    forced trunk of a script.
+    forced trunk of a script. return_positions adds the DESIGN §4 position of every output token to
+    meta_info["npr"] (for checks; a trainer derives them from the layout).
     """
 
     max_branches: int = DEFAULT_MAX_BRANCHES
@@ -43,6 +44,7 @@ class NprParams:
     plan_tokens: int = 2
     takeaway_tokens: int = 2
     answer_tokens: int = 3
+    return_positions: bool = False  # meta_info["npr"]["positions"]: the position of each output token
 
     def __post_init__(self):
         _check_int("max_branches", self.max_branches, 1)
@@ -52,6 +54,9 @@ class NprParams:
         _check_int("min_fork_budget", self.min_fork_budget, 0)
         for name in ("plan_tokens", "takeaway_tokens", "answer_tokens"):
             _check_int(name, getattr(self, name), 0)
+        if not isinstance(self.return_positions, bool):
+            raise NprParamsError(f"custom_params['npr']['return_positions'] must be true or false, "
+                                 f"got {self.return_positions!r}")
         if self.script is not None:
             object.__setattr__(self, "script", _check_script(self.script, self.max_branches))
 

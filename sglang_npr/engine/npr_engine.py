@@ -181,9 +181,11 @@ class NprEngine:
             req.finished_reason = FINISH_LENGTH(length=len(traj.token_ids))
         else:
             req.finished_reason = FINISH_ABORT("aborted")
-        req.customized_info = {NPR_KEY: [{"stats": dict(traj.stats), "blocks": traj.blocks,
-                                          "refused_forks": traj.refused_forks, "notes": traj.notes,
-                                          "finish_reason": traj.finish_reason}]}
+        record = {"stats": dict(traj.stats), "blocks": traj.blocks, "refused_forks": traj.refused_forks,
+                  "notes": traj.notes, "finish_reason": traj.finish_reason}
+        if req.npr_params.return_positions:
+            record["positions"] = list(finish.positions)
+        req.customized_info = {NPR_KEY: [record]}
         self.scheduler.output_streamer.stream_output([req], req.return_logprob)
 
     def _emit_abort(self, entry: _Entry, message: str) -> None:
