@@ -21,7 +21,13 @@ def check_npr_request(tokenized, self, *args, **kwargs):
     reason = reason or request_refusal(tokenized)
     if reason:
         raise NprParamsError(f"this request carries custom_params['npr'] but {reason}")
-    params.resolved(sampling.max_new_tokens)  # a missing critical-path budget fails here, not in the scheduler
+    resolved = params.resolved(sampling.max_new_tokens)  # a missing budget fails here, not in the scheduler
+    context_len = getattr(self, "context_len", None)
+    num_input = len(getattr(tokenized, "input_ids", None) or ())
+    if context_len and num_input + resolved.max_total_tokens > context_len:
+        raise NprParamsError(f"this request's prompt ({num_input} tokens) plus custom_params['npr'] max_total_tokens "
+                             f"({resolved.max_total_tokens}) exceeds the model's context length {context_len}; lower "
+                             "max_total_tokens (or max_new_tokens / max_branches, which set its default)")
     return tokenized
 
 

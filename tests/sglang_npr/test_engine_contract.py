@@ -53,17 +53,20 @@ def runs(model_path):
     rng = random.Random(1234)
     cases = [random_case(rng) for _ in range(NUM_CASES)]
     aborted = {3, 9}
+    for i in aborted:  # long enough to be running when the abort comes
+        cases[i] = {"prompt": cases[i]["prompt"], "script": [[40, 40, 40, 40], [40, 40, 40, 40]],
+                    "limits": {"max_branches": 4, "max_new_tokens": 200, "max_total_tokens": None, "min_fork_budget": 0}}
 
     with cpu_engine(model_path, "npr", disable_overlap_schedule=True) as engine:
         async def run():
             tasks = []
             for i, case in enumerate(cases):
                 limits = {k: v for k, v in case["limits"].items() if v is not None}
-                params = npr_sampling_params({"max_new_tokens": 4096, "temperature": 0.0}, script=case["script"],
+                params = npr_sampling_params({"max_new_tokens": limits["max_new_tokens"], "temperature": 0.0}, script=case["script"],
                                              return_positions=True, **limits)
                 tasks.append(asyncio.ensure_future(engine.async_generate(
                     input_ids=case["prompt"], sampling_params=params, return_logprob=True, rid=f"contract-{i}")))
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             for i in aborted:
                 engine.tokenizer_manager.abort_request(rid=f"contract-{i}")
             return await asyncio.gather(*tasks)
@@ -95,7 +98,9 @@ def test_invariants_hold_for_every_output(runs, hf):
         finish, limits = _finish(case, out)
         check_finish(finish, limits, templates)
         reasons.add(finish.reason)
-    assert {"stop", "length"} <= reasons  # the random limits reached both endings
+    assert {"stop", "length", "abort"} <= reasons  # the random limits reached every ending
+    npr = [out["meta_info"]["npr"] for out in outs]
+    assert any(r["stats"]["num_forks"] >= 2 for r in npr) and any(r["refused_forks"] for r in npr)
 
 
 def test_logprobs_are_the_trainers(runs, hf):
@@ -123,8 +128,8 @@ def test_finished_outputs_equal_the_reference_and_aborts_are_prefixes(runs, hf):
         config = DecodingConfig(**{k: v for k, v in case["limits"].items()})
         ref = Decoder(model, tokenizer, config).generate(
             [case["prompt"]], SamplingParams(temperature=0.0), script=ScriptedStructure(case["script"]))[0]
-        if out["meta_info"]["finish_reason"]["type"] == "abort":
-            assert i in aborted
+        if i in aborted:
+            assert out["meta_info"]["finish_reason"]["type"] == "abort"
             assert out["output_ids"] == ref.token_ids[:len(out["output_ids"])]
             continue
         assert out["output_ids"] == ref.token_ids, f"case {i}: {case}"
