@@ -108,18 +108,18 @@ def test_budget_bounds_like_the_reference(engine, hf):
 
 
 def test_abort_mid_request_releases_everything(engine, hf):
-    script = [[6, 6, 6, 6, 6], [6, 6, 6, 6, 6]]
+    scripts = [[[2, 3]], [[30] * 5, [30] * 5], [[3, 1, 2]]]  # the middle one is still running at the abort
 
     async def run():
-        tasks = [asyncio.ensure_future(engine.async_generate(input_ids=p, sampling_params=npr_params(script),
+        tasks = [asyncio.ensure_future(engine.async_generate(input_ids=p, sampling_params=npr_params(s),
                                                              return_logprob=True, rid=f"abort-me-{i}"))
-                 for i, p in enumerate(PROMPTS[:3])]
-        await asyncio.sleep(1.5)
+                 for i, (p, s) in enumerate(zip(PROMPTS[:3], scripts))]
+        await asyncio.sleep(0.5)
         engine.tokenizer_manager.abort_request(rid="abort-me-1")
         return await asyncio.gather(*tasks)
 
     outs = engine.loop.run_until_complete(run())
-    refs = reference(hf, PROMPTS[:3], [script] * 3)
+    refs = reference(hf, PROMPTS[:3], scripts)
     assert_matches(outs[0], refs[0])
     assert_matches(outs[2], refs[2])
     assert outs[1]["meta_info"]["finish_reason"]["type"] == "abort"
