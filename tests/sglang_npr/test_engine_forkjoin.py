@@ -90,6 +90,21 @@ def test_mixed_batch_equals_reference_and_plain_decoding(engine, hf):
         assert "npr" not in mixed["meta_info"]
 
 
+def test_sampled_with_a_seed_equals_the_reference(engine, hf):
+    """Per-branch RNG streams (npr.forkjoin.derive_seed of the request's sampling_seed, block, branch)."""
+    from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure
+
+    script = [[3, 5], [2, 4, 1]]
+    model, tokenizer = hf
+    ref = Decoder(model, tokenizer, DecodingConfig(max_branches=5, max_new_tokens=MAX_NEW)).generate(
+        [PROMPTS[0]], SamplingParams(temperature=0.8, top_p=0.95, seed=7), script=ScriptedStructure(script))[0]
+    params = npr_sampling_params({"max_new_tokens": MAX_NEW, "temperature": 0.8, "top_p": 0.95, "sampling_seed": 7},
+                                 script=script, max_branches=5)
+    outs = engine.generate(input_ids=[PROMPTS[0]] * 2, sampling_params=[params] * 2, return_logprob=True)
+    for out in outs:  # the same seed gives the same trajectory, whatever else runs in the batch
+        assert_matches(out, ref)
+
+
 def test_refused_fork_goes_on_sequentially_like_the_reference(engine, hf):
     script, limits = [[3, 5]], {"min_fork_budget": MAX_NEW}  # never enough budget left to fork
     ref = reference(hf, PROMPTS[:1], [script], **limits)[0]
