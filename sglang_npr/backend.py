@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from npr.schema import NprError
+from npr.errors import NprError
 
 NAME = "npr"
 INNER_ENV = "NPR_INNER_ATTENTION_BACKEND"

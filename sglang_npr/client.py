@@ -10,7 +10,7 @@ import json
 import urllib.request
 from typing import Any, Sequence
 
-from npr.schema import NprError
+from npr.errors import NprError
 from sglang_npr.patches.server_info import KEY
 from sglang_npr.protocol import NPR_KEY, encode_npr_params
 

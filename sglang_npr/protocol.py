@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
-from npr.schema import DEFAULT_MAX_BRANCHES, NprError
+from npr.errors import NprError
+from npr.schema import DEFAULT_MAX_BRANCHES
 
 NPR_KEY = "npr"  # the key inside sampling_params["custom_params"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from npr.once import Once
 from npr.versions import check_host_version
-from npr.schema import NprError
+from npr.errors import NprError
 
 
 class NprPatchError(NprError, RuntimeError):
