@@ -27,3 +27,22 @@ def save_tiny_model(directory, seed: int = 0) -> str:
     from npr.tiny import save_tiny
 
     return save_tiny(directory, seed=seed)
+
+
+def assert_partial_of(prompt, ids, ref_ids, tags, max_branches: int = 5) -> None:
+    """An aborted fork-join output is the reference cut per sequence: its trunk segments and each
+    branch it reached are prefixes of the reference's (an open block keeps its partial branches in
+    order, so the whole output is not a prefix of the finished one)."""
+    from npr.layout import build_layout
+
+    def segments(response):
+        layout = build_layout(list(prompt) + list(response), tags, len(prompt), max_branches=max_branches)
+        out: dict[tuple[int, int], list[int]] = {}
+        start = len(prompt)
+        for token, block, branch in zip(response, layout.block_id.tolist()[start:], layout.branch_id.tolist()[start:]):
+            out.setdefault((block, branch), []).append(token)
+        return out
+
+    got, want = segments(ids), segments(ref_ids)
+    for key, tokens in got.items():
+        assert tokens == want.get(key, [])[:len(tokens)], f"segment {key}: {tokens} is not a prefix of {want.get(key)}"

@@ -16,7 +16,7 @@ from npr.forkjoin import Finish, Limits, Trajectory
 from npr.forkjoin.contract import check_finish
 from sglang_npr.client import npr_sampling_params
 from tests.hosts import require_host
-from tests.sglang_npr.engines import cpu_engine, save_tiny_model
+from tests.sglang_npr.engines import assert_partial_of, cpu_engine, save_tiny_model
 
 pytestmark = [pytest.mark.sglang, pytest.mark.slow]
 require_host("sglang")
@@ -130,7 +130,7 @@ def test_finished_outputs_equal_the_reference_and_aborts_are_prefixes(runs, hf):
             [case["prompt"]], SamplingParams(temperature=0.0), script=ScriptedStructure(case["script"]))[0]
         if i in aborted:
             assert out["meta_info"]["finish_reason"]["type"] == "abort"
-            assert out["output_ids"] == ref.token_ids[:len(out["output_ids"])]
+            assert_partial_of(case["prompt"], out["output_ids"], ref.token_ids, tokenizer_tags(tokenizer), 4)
             continue
         assert out["output_ids"] == ref.token_ids, f"case {i}: {case}"
         assert out["meta_info"]["npr"]["stats"] == ref.stats
