@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from npr.schema import TAGS, TagIds, split_text
+from npr.schema import TAGS, TagIds
+from npr.text import split_text
 
 
 _HEADER_RE = re.compile(r"\n(\d+):")
@@ -59,7 +60,7 @@ class Templates:
     def text_to_ids(self, text: str) -> list[int]:
         """Ids of a response text, segment by segment: each tag is its id, each content run is encoded
         on its own, and a step's leading "\\n{i}:" header is encoded apart from the step's content."""
-        tag_id = {TAGS[name]: value for name, value in self.tags.as_dict().items()}
+        tag_id = self.tags.by_text
         out: list[int] = []
         after_step_open = False
         for _, piece in split_text(text):

@@ -1,4 +1,4 @@
-"""Format score of a response over the parallel schema (`npr.schema.parse_text`): 0.0 for a perfect
+"""Format score of a response over the parallel schema (`npr.text.parse_text`): 0.0 for a perfect
 trajectory, else minus the sum of the weights of the distinct violations found, floored at -1.0.
 
 Violations are the schema's grammar issues plus content checks on what the parser collected; each is
@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from npr.schema import DEFAULT_MAX_BRANCHES, TAG_STRINGS, ParsedText, Phase, parse_text
+from npr.schema import DEFAULT_MAX_BRANCHES, TAG_STRINGS, Phase
+from npr.text import ParsedText, parse_text
 from reward.extract import last_boxed
 
 # The one table of violations and their penalty weights (stable names; tests and logs use them).

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from npr.layout import Templates
-from npr.schema import TAGS, TagIds
+from npr.schema import TagIds
 from npr.tiny import make_tiny_model, make_tiny_tokenizer
 
 
@@ -65,7 +65,7 @@ def model32(tokenizer):
 def sym(tags):
     """sym("P P <guideline> <plan> x </plan> ...") -> ids: tags map to their ids, other words to
     content ids (a fixed id per distinct word, below the tag ids)."""
-    tag_of = {TAGS[name]: value for name, value in tags.as_dict().items()}
+    tag_of = tags.by_text
     content: dict[str, int] = {}
 
     def build(spec: str) -> list[int]:

@@ -9,7 +9,6 @@ import torch
 from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure
 from npr.decoding.sampler import make_generator, sample
 from npr.forkjoin import derive_seed
-from npr.layout import build_layout
 from npr import structured_logprobs
 
 CONSISTENCY_TOL = 1e-9  # float64; the contract is 1e-6
@@ -124,9 +123,7 @@ def test_no_tags_greedy_equals_transformers_generate(model64, tokenizer, tags):
 
 def ids_of(tokenizer, tags, spec):
     """'<guideline> <plan> a </plan>' -> ids; plain words are encoded as text."""
-    tag_of = {"<guideline>": tags.guideline_open, "</guideline>": tags.guideline_close, "<plan>": tags.plan_open,
-              "</plan>": tags.plan_close, "<step>": tags.step_open, "</step>": tags.step_close,
-              "<takeaway>": tags.takeaway_open, "</takeaway>": tags.takeaway_close}
+    tag_of = tags.by_text
     out = []
     for word in spec.split():
         out += [tag_of[word]] if word in tag_of else tokenizer.encode(word, add_special_tokens=False)

@@ -2,8 +2,9 @@
 
 import pytest
 
-from npr.layout import Templates, build_layout, render_block_text
-from npr.schema import Event, Phase, TagIds, TagTokenError, Tracker, parse_text
+from npr.layout import build_layout, render_block_text
+from npr.schema import Event, Phase, TagIds, TagTokenError, Tracker
+from npr.text import parse_text
 from npr.tiny import make_tiny_tokenizer
 
 

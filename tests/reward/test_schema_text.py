@@ -1,7 +1,7 @@
-"""What the reward relies on from `npr.schema.parse_text`: where the final answer starts, and which text
+"""What the reward relies on from `npr.text.parse_text`: where the final answer starts, and which text
 a plan owns, when a guideline does not fork or a plan is left open."""
 
-from npr.schema import parse_text
+from npr.text import parse_text
 
 ANSWER = "\nSo \\boxed{42}."
 
