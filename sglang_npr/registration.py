@@ -1,14 +1,65 @@
-"""The one place that registers NPR with SGLang. Idempotent; imports SGLang lazily and checks its version first."""
+"""The one place that registers NPR with SGLang. Idempotent; imports SGLang lazily and checks its version first.
+
+What it registers (LEDGER.md lists each): the attention-backend choice and factory "npr"; hooks for the
+scheduler's server info and the tokenizer's request intake; on a machine without CUDA, the two CPU
+compatibility hooks. SGLang's load_plugins() applies the hooks right after every plugin has registered.
+"""
 
 from __future__ import annotations
 
 from npr.once import Once
 from npr.versions import check_host_version
+from npr.errors import NprError
+
+
+class NprPatchError(NprError, RuntimeError):
+    """A hook NPR registered was not applied by SGLang (its target moved or failed to resolve)."""
+
+
+def _patch_modules(on_cpu: bool) -> list:
+    from sglang_npr.patches import (
+        cpu_release_memory,
+        cpu_rotary,
+        meta_info_streamer,
+        meta_info_tokenizer,
+        request_intake,
+        scheduler_abort,
+        scheduler_idle,
+        scheduler_queue,
+        scheduler_step,
+        server_info,
+    )
+
+    modules = [server_info, request_intake, scheduler_queue, scheduler_step, scheduler_idle, scheduler_abort,
+               meta_info_streamer, meta_info_tokenizer]
+    if on_cpu:
+        modules += [cpu_rotary, cpu_release_memory]
+    return modules
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+_INSTALLED: list = []
 
 
 def _register_with_sglang() -> None:
     check_host_version("sglang")
-    import sglang.srt.plugins  # noqa: F401  (the host must be importable before anything is registered)
+    from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS, register_attention_backend
+    from sglang.srt.server_args import ATTENTION_BACKEND_CHOICES, add_attention_backend_choices
+
+    from sglang_npr.backend import NAME, create_npr_backend
+
+    if NAME not in ATTENTION_BACKEND_CHOICES:
+        add_attention_backend_choices([NAME])
+    if ATTENTION_BACKENDS.get(NAME) is not create_npr_backend:
+        register_attention_backend(NAME)(create_npr_backend)
+    for module in _patch_modules(on_cpu=not _has_cuda()):
+        module.install()
+        _INSTALLED.append(module)
 
 
 _ONCE = Once(_register_with_sglang)
@@ -17,10 +68,26 @@ _ONCE = Once(_register_with_sglang)
 def register() -> None:
     """Called by SGLang's plugin loader in the launcher, engine and scheduler processes. Idempotent.
 
-    Raises HostVersionError when SGLang is missing or outside the supported range.
+    Raises HostVersionError when SGLang is missing or outside the supported range. (SGLang's loader logs
+    a plugin's exception and goes on; "npr" then stays an invalid --attention-backend choice.)
     """
     _ONCE()
 
 
 def is_registered() -> bool:
     return _ONCE.done
+
+
+def installed_patches() -> list[str]:
+    """Targets of the hooks this process registered."""
+    return [module.TARGET for module in _INSTALLED]
+
+
+def check_patches_applied() -> None:
+    """Raise NprPatchError unless SGLang applied every hook registered here (call after load_plugins)."""
+    from sglang.srt.plugins.hook_registry import HookRegistry
+
+    missing = [target for target in installed_patches() if target not in HookRegistry._patched]
+    if missing:
+        raise NprPatchError(f"SGLang did not apply NPR's hooks on {missing} (see its log for the reason); this "
+                            "SGLang build differs from the supported one. Check `npr doctor` and LEDGER.md.")

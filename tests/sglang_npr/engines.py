@@ -1,0 +1,48 @@
+"""Helpers (not a test module) for tests that run the real sglang.Engine on CPU: the settings that work
+on this machine (docs: /work/shared/notes/cpu-hosts.md) and a tiny Qwen3 saved to a directory."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+CPU_ENGINE_ARGS = dict(device="cpu", disable_cuda_graph=True, dtype="float32", mem_fraction_static=0.3,
+                       max_total_tokens=4096, max_running_requests=16, log_level="error", random_seed=0)
+
+
+@contextlib.contextmanager
+def cpu_engine(model_path: str, attention_backend: str, **overrides) -> Iterator:
+    """A real sglang.Engine on CPU (scheduler subprocess, KV pools, radix cache), shut down on exit."""
+    import sglang
+
+    engine = sglang.Engine(model_path=model_path, attention_backend=attention_backend,
+                           **{**CPU_ENGINE_ARGS, **overrides})
+    try:
+        yield engine
+    finally:
+        engine.shutdown()
+
+
+def save_tiny_model(directory, seed: int = 0) -> str:
+    from npr.tiny import save_tiny
+
+    return save_tiny(directory, seed=seed)
+
+
+def assert_partial_of(prompt, ids, ref_ids, tags, max_branches: int = 5) -> None:
+    """An aborted fork-join output is the reference cut per sequence: its trunk segments and each
+    branch it reached are prefixes of the reference's (an open block keeps its partial branches in
+    order, so the whole output is not a prefix of the finished one)."""
+    from npr.layout import build_layout
+
+    def segments(response):
+        layout = build_layout(list(prompt) + list(response), tags, len(prompt), max_branches=max_branches)
+        out: dict[tuple[int, int], list[int]] = {}
+        start = len(prompt)
+        for token, block, branch in zip(response, layout.block_id.tolist()[start:], layout.branch_id.tolist()[start:]):
+            out.setdefault((block, branch), []).append(token)
+        return out
+
+    got, want = segments(ids), segments(ref_ids)
+    for key, tokens in got.items():
+        assert tokens == want.get(key, [])[:len(tokens)], f"segment {key}: {tokens} is not a prefix of {want.get(key)}"

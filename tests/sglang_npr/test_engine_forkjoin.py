@@ -1,0 +1,159 @@
+"""Fork-join decoding inside the real sglang.Engine (CPU, float32, backend "npr", tiny Qwen3 in a temp
+dir) against the reference decoder `npr.decoding.Decoder` on the same weights: scripted structures
+(2-5 branches, 1-2 blocks, uneven lengths) in one batch with plain requests give the reference's ids,
+log-probs within 1e-4 and meta_info["npr"] equal to its stats; a refused fork goes on sequentially
+like the reference; an abort mid-request returns a clean prefix; afterwards every KV slot and
+req_to_token row is free (SGLang's strict idle leak check would kill the scheduler otherwise)."""
+
+import asyncio
+import math
+import time
+
+import pytest
+import torch
+
+from sglang_npr.client import engine_generate, npr_sampling_params, require_npr_server
+from tests.hosts import require_host
+from tests.sglang_npr.engines import assert_partial_of, cpu_engine, save_tiny_model
+
+pytestmark = [pytest.mark.sglang, pytest.mark.slow]
+require_host("sglang")
+
+LOGPROB_TOL = 1e-4
+MAX_NEW = 80
+SCRIPTS = [[[3, 5]], [[2, 4, 1]], [[1, 6, 2, 3, 4]], [[3, 5], [2, 4, 1]], [[4, 1], [2, 2, 5, 3]]]
+PROMPTS = [[1, 5, 9, 12, 40, 41, 7], [3, 4, 8], [200, 17, 99, 5, 61], [11, 12, 13, 14, 15, 16, 17, 18, 19], [42, 7]]
+PLAIN = [[6, 7, 8, 9], [100, 101]]
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen3"))
+
+
+@pytest.fixture(scope="module")
+def engine(model_path):
+    with cpu_engine(model_path, "npr", disable_overlap_schedule=True) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="module")
+def hf(model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(model_path)
+
+
+def reference(hf, prompts, scripts, **limits):
+    from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure
+
+    model, tokenizer = hf
+    decoder = Decoder(model, tokenizer, DecodingConfig(**{"max_branches": 5, "max_new_tokens": MAX_NEW, **limits}))
+    return decoder.generate(prompts, SamplingParams(temperature=0.0),
+                            script=[ScriptedStructure(branch_lengths=s) if s else None for s in scripts])
+
+
+def tags_of(hf):
+    from npr.schema import TagIds
+
+    return TagIds.from_tokenizer(hf[1])
+
+
+def npr_params(script, **limits):
+    return npr_sampling_params({"max_new_tokens": MAX_NEW, "temperature": 0.0}, script=script,
+                               **{"max_branches": 5, **limits})
+
+
+def assert_matches(out, ref):
+    assert out["output_ids"] == ref.token_ids
+    logprobs = [lp[0] for lp in out["meta_info"]["output_token_logprobs"]]
+    assert len(logprobs) == len(ref.token_ids)
+    assert all(math.isfinite(x) for x in logprobs)
+    assert max(abs(a - b) for a, b in zip(logprobs, ref.logprobs)) <= LOGPROB_TOL
+    npr = out["meta_info"]["npr"]
+    assert npr["stats"] == ref.stats
+    assert (npr["blocks"], npr["refused_forks"], npr["notes"]) == (ref.blocks, ref.refused_forks, ref.notes)
+    assert npr["finish_reason"] == ref.finish_reason
+
+
+def test_server_reports_fork_join(engine):
+    info = require_npr_server(engine.get_server_info())
+    assert info["inner_attention_backend"] == "torch_native" and info["refusal"] is None
+
+
+def test_mixed_batch_equals_reference_and_plain_decoding(engine, hf):
+    refs = reference(hf, PROMPTS, SCRIPTS)
+    assert [r.stats["num_forks"] for r in refs] == [len(s) for s in SCRIPTS]  # the scripts really fork
+    plain_params = {"max_new_tokens": 10, "temperature": 0.0}
+    outs = engine_generate(engine, input_ids=PROMPTS + PLAIN, return_logprob=True,
+                           sampling_params=[npr_params(s) for s in SCRIPTS] + [plain_params] * len(PLAIN))
+    for out, ref in zip(outs, refs):
+        assert_matches(out, ref)
+    alone = engine.generate(input_ids=PLAIN, sampling_params=plain_params, return_logprob=True)
+    for mixed, single in zip(outs[len(PROMPTS):], alone):
+        assert mixed["output_ids"] == single["output_ids"]
+        assert "npr" not in mixed["meta_info"]
+
+
+def test_sampled_with_a_seed_equals_the_reference(engine, hf):
+    """Per-branch RNG streams (npr.forkjoin.derive_seed of the request's sampling_seed, block, branch)."""
+    from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure
+
+    script = [[3, 5], [2, 4, 1]]
+    model, tokenizer = hf
+    ref = Decoder(model, tokenizer, DecodingConfig(max_branches=5, max_new_tokens=MAX_NEW)).generate(
+        [PROMPTS[0]], SamplingParams(temperature=0.8, top_p=0.95, seed=7), script=ScriptedStructure(script))[0]
+    params = npr_sampling_params({"max_new_tokens": MAX_NEW, "temperature": 0.8, "top_p": 0.95, "sampling_seed": 7},
+                                 script=script, max_branches=5)
+    outs = engine.generate(input_ids=[PROMPTS[0]] * 2, sampling_params=[params] * 2, return_logprob=True)
+    for out in outs:  # the same seed gives the same trajectory, whatever else runs in the batch
+        assert_matches(out, ref)
+
+
+def test_refused_fork_goes_on_sequentially_like_the_reference(engine, hf):
+    script, limits = [[3, 5]], {"min_fork_budget": MAX_NEW}  # never enough budget left to fork
+    ref = reference(hf, PROMPTS[:1], [script], **limits)[0]
+    assert ref.stats["num_forks"] == 0 and ref.refused_forks
+    out = engine.generate(input_ids=PROMPTS[0], sampling_params=npr_params(script, **limits), return_logprob=True)
+    assert_matches(out, ref)
+
+
+def test_budget_bounds_like_the_reference(engine, hf):
+    script, limits = [[3, 5], [2, 4, 1]], {"max_new_tokens": 30, "max_total_tokens": 40}
+    ref = reference(hf, PROMPTS[:1], [script], **limits)[0]
+    assert ref.finish_reason == "length"
+    out = engine.generate(input_ids=PROMPTS[0], sampling_params=npr_params(script, **limits), return_logprob=True)
+    assert_matches(out, ref)
+    assert out["meta_info"]["finish_reason"]["type"] == "length"
+
+
+def test_abort_mid_request_releases_everything(engine, hf):
+    scripts = [[[2, 3]], [[30] * 5, [30] * 5], [[3, 1, 2]]]  # the middle one is still running at the abort
+
+    async def run():
+        tasks = [asyncio.ensure_future(engine.async_generate(input_ids=p, sampling_params=npr_params(s),
+                                                             return_logprob=True, rid=f"abort-me-{i}"))
+                 for i, (p, s) in enumerate(zip(PROMPTS[:3], scripts))]
+        await asyncio.sleep(0.5)
+        engine.tokenizer_manager.abort_request(rid="abort-me-1")
+        return await asyncio.gather(*tasks)
+
+    outs = engine.loop.run_until_complete(run())
+    refs = reference(hf, PROMPTS[:3], scripts)
+    assert_matches(outs[0], refs[0])
+    assert_matches(outs[2], refs[2])
+    assert outs[1]["meta_info"]["finish_reason"]["type"] == "abort"
+    assert_partial_of(PROMPTS[1], outs[1]["output_ids"], refs[1].token_ids, tags_of(hf))  # a clean cut
+    time.sleep(1.0)  # idle: SGLang's strict leak check of KV slots and req_to_token rows runs now
+    again = engine.generate(input_ids=PLAIN[0], sampling_params={"max_new_tokens": 4, "temperature": 0.0})
+    assert len(again["output_ids"]) == 4  # the scheduler is alive: no leak was found
+
+
+def test_unsupported_request_features_are_refused(engine):
+    with pytest.raises(ValueError, match=r"do not support \['top_logprobs_num > 0'\]"):
+        engine.generate(input_ids=PROMPTS[0], sampling_params=npr_params([[2, 2]]), return_logprob=True,
+                        top_logprobs_num=2)
+    with pytest.raises(ValueError, match="script block 0 has 6 branches"):
+        engine.generate(input_ids=PROMPTS[0], sampling_params={"max_new_tokens": 8, "custom_params": {
+            "npr": {"script": "[[1,1,1,1,1,1]]"}}})

@@ -1,0 +1,167 @@
+"""Fork-join through `python -m sglang.launch_server --attention-backend npr` over HTTP on loopback (CPU):
+a scripted request equals the reference decoder; a bounded load of 64 concurrent fork-join requests,
+some aborted mid-request, all finish or abort cleanly (aborted ones return a clean prefix); afterwards
+the server is idle with no leaked KV slot or req_to_token row (SGLang's strict idle check would raise
+in the scheduler and the next request would fail)."""
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import pytest
+import torch
+
+from sglang_npr.client import http_generate, npr_sampling_params
+from tests.hosts import make_env, require_host
+from tests.sglang_npr.engines import assert_partial_of, save_tiny_model
+
+pytestmark = [pytest.mark.sglang, pytest.mark.slow]
+require_host("sglang")
+
+MAX_NEW = 48
+NUM_LOAD = 64
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 10):
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _post(url: str, payload: dict, timeout: float = 600):
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen3"))
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sglang.launch_server", "--model-path", model_path, "--host", "127.0.0.1",
+         "--port", str(port), "--device", "cpu", "--attention-backend", "npr", "--disable-cuda-graph",
+         "--dtype", "float32", "--mem-fraction-static", "0.3", "--max-total-tokens", "16384",
+         "--max-running-requests", "128", "--disable-overlap-schedule", "--random-seed", "0", "--log-level", "error"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=make_env())
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None:
+                log.flush()
+                raise RuntimeError(f"launch_server exited with {proc.returncode}; see {log.name}")
+            try:
+                _get(f"{base}/server_info")
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def decoder(model_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from npr.decoding import Decoder, DecodingConfig
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    return Decoder(model, AutoTokenizer.from_pretrained(model_path), DecodingConfig(max_branches=5, max_new_tokens=MAX_NEW))
+
+
+def _reference(decoder, prompts, scripts):
+    from npr.decoding import SamplingParams, ScriptedStructure
+
+    return decoder.generate(prompts, SamplingParams(temperature=0.0),
+                            script=[ScriptedStructure(branch_lengths=s) for s in scripts])
+
+
+def _payload(prompt, script, rid=None):
+    payload = {"input_ids": prompt, "return_logprob": True,
+               "sampling_params": npr_sampling_params({"max_new_tokens": MAX_NEW, "temperature": 0.0},
+                                                      script=script, max_branches=5)}
+    if rid is not None:
+        payload["rid"] = rid
+    return payload
+
+
+def _check(out, ref):
+    assert out["output_ids"] == ref.token_ids
+    logprobs = [lp[0] for lp in out["meta_info"]["output_token_logprobs"]]
+    assert max(abs(a - b) for a, b in zip(logprobs, ref.logprobs)) <= 1e-4
+    assert out["meta_info"]["npr"]["stats"] == ref.stats
+
+
+def test_http_fork_join_equals_reference(server, decoder):
+    prompt, script = [1, 5, 9, 12, 40, 41, 7], [[3, 5], [2, 4, 1]]
+    out = http_generate(server, _payload(prompt, script))
+    _check(out, _reference(decoder, [prompt], [script])[0])
+
+
+def test_load_with_aborts_finishes_cleanly_and_frees_everything(server, decoder):
+    rng = random.Random(0)
+    prompts = [[rng.randrange(3, 300) for _ in range(rng.randint(2, 8))] for _ in range(NUM_LOAD)]
+    scripts = [rng.choice([[[2, 3]], [[1, 2, 3]], [[2, 2], [1, 3]], [[3, 1, 2, 1]]]) for _ in range(NUM_LOAD)]
+    aborted = {f"load-{i}" for i in range(0, NUM_LOAD, 8)}
+    for i in range(0, NUM_LOAD, 8):  # long enough to be mid-request when the abort comes
+        scripts[i] = [[12, 12, 12], [12, 12]]
+    outs: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def run(i):
+        try:
+            outs[i] = _post(f"{server}/generate", _payload(prompts[i], scripts[i], rid=f"load-{i}"))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(NUM_LOAD)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    for rid in sorted(aborted):
+        _post(f"{server}/abort_request", {"rid": rid})
+    for thread in threads:
+        thread.join(timeout=600)
+    assert not errors and len(outs) == NUM_LOAD
+    refs = _reference(decoder, prompts, scripts)
+    num_aborted = 0
+    for i, ref in enumerate(refs):
+        out = outs[i]
+        if out["meta_info"]["finish_reason"]["type"] == "abort":
+            assert f"load-{i}" in aborted
+            assert_partial_of(prompts[i], out["output_ids"], ref.token_ids, decoder.templates.tags)
+            num_aborted += 1
+        else:
+            _check(out, ref)
+    assert num_aborted == len(aborted)  # every abort landed mid-request
+    time.sleep(1.5)  # idle: SGLang's strict leak check of KV slots and req_to_token rows runs now
+    again = _post(f"{server}/generate", {"input_ids": [5, 6, 7], "sampling_params": {"max_new_tokens": 4,
+                                                                                  "temperature": 0.0}})
+    assert len(again["output_ids"]) == 4
+    assert _get(f"{server}/server_info")["npr"]["fork_join_enabled"] is True
