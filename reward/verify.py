@@ -123,6 +123,11 @@ class _Worker:
             raise WorkerError(f"verify worker did not start: {reply or f'no reply in {start_timeout_s} s'}")
         self.is_ready = True
 
+    @property
+    def died_before_reply(self) -> bool:
+        """The process has exited and sent nothing for the current request."""
+        return self.proc.poll() is not None and not self.buffer
+
     def request(self, pairs: list[tuple[str, str]], timeout_s: float) -> dict | None:
         """Send one request; the reply, or None when the hard deadline passed."""
         deadline = time.monotonic() + timeout_s
@@ -188,14 +193,22 @@ class VerifierPool:
             with self._cond:
                 self.num_busy += 1
             return Verdict(False, "timeout")
-        try:
-            worker.wait_ready(self.start_timeout_s)  # a worker's start does not count against the timeout
-            reply = worker.request(pairs, remaining)
-        except BaseException as exc:
-            self._discard(worker)
-            if isinstance(exc, (WorkerError, OSError, ValueError)):
-                raise WorkerError(str(exc)) from exc
-            raise
+        for attempt in (1, 2):
+            try:
+                worker.wait_ready(self.start_timeout_s)  # a worker's start does not count against the timeout
+                reply = worker.request(pairs, remaining)
+                break
+            except BaseException as exc:
+                self._discard(worker)
+                if attempt == 1 and isinstance(exc, (BrokenPipeError, WorkerError)) and worker.died_before_reply:
+                    # the worker had died before it read this request (e.g. killed while idle): nothing was
+                    # verified, so one fresh worker may try, within the same deadline
+                    worker = self._acquire(deadline)
+                    if worker is not None:
+                        continue
+                if isinstance(exc, (WorkerError, OSError, ValueError)):
+                    raise WorkerError(str(exc)) from exc
+                raise
         if reply is None:  # hard deadline: the worker is stuck (e.g. in C code); kill it
             self.num_timeouts += 1
             self._discard(worker, replace=True)

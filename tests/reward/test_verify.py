@@ -37,6 +37,7 @@ def warm_pool():
 
 
 def test_pathological_expression_returns_incorrect_within_the_timeout():
+    assert grade("\\boxed{2}", "2")  # a worker's start is outside the bound (documented): warm one first
     start = time.monotonic()
     assert grade(PATHOLOGICAL, "5", timeout_s=TIMEOUT_S) is False
     assert time.monotonic() - start < TIMEOUT_S + MARGIN_S
@@ -266,3 +267,19 @@ def test_default_pool_size_follows_the_cpus(monkeypatch):
     monkeypatch.setenv("NPR_REWARD_WORKERS", "many")
     with pytest.raises(ValueError, match="NPR_REWARD_WORKERS must be an integer, got 'many'"):
         VerifierPool()
+
+
+def test_a_worker_that_died_while_idle_is_replaced_not_blamed():
+    """A worker killed between requests (OOM killer, a stray signal) must not turn a correct answer into
+    an "error" verdict: nothing was verified, so a fresh worker takes the request."""
+    pool = VerifierPool(max_workers=1)
+    try:
+        assert pool.verify([("3", "\\frac{9}{3}")], 20.0).ok
+        [worker] = pool._idle
+        worker.proc.kill()
+        worker.proc.wait()
+        verdict = pool.verify([("3", "\\frac{9}{3}")], 20.0)
+        assert verdict.ok and verdict.status == "ok"
+        assert pool.num_free == 1 and worker not in pool._idle
+    finally:
+        pool.close()
