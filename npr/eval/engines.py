@@ -1,0 +1,220 @@
+"""The engines `npr eval` drives: the reference decoder (`npr.decoding`), SGLang's in-process `Engine`,
+and an SGLang server over HTTP (native `/generate`). Each turns a batch of prompt ids into
+`Trajectory`s plus text, in `parallel` (fork-join) or `sequential` mode (the same model, never forking:
+the speed baseline). A parallel run against SGLang checks for the NPR plugin before the first request.
+SGLang is imported only inside these engines (`npr` never imports sglang_npr at module level)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from npr.errors import NprError
+from npr.forkjoin import Trajectory, derive_seed
+
+MODES = ("parallel", "sequential")
+ENGINES = ("reference", "sglang", "http")
+
+
+class EngineError(NprError, ValueError):
+    """An engine that cannot run the requested evaluation; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of a run (recorded in the summary). temperature 0 = greedy."""
+
+    temperature: float = 1.0
+    top_p: float = 0.7
+    top_k: int = 0
+    max_new_tokens: int = 30000
+    max_total_tokens: int | None = None
+    max_branches: int = 5
+
+
+@dataclass
+class Output:
+    trajectory: Trajectory
+    text: str
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise EngineError(f"unknown mode {mode!r}; expected one of {MODES}")
+    return mode
+
+
+class ReferenceEngine:
+    """The reference fork-join decoder on an HF model (CPU or GPU)."""
+
+    name = "reference"
+
+    def __init__(self, model: str, device: str | None = None, dtype: str = "auto", **decoder_kwargs):
+        from npr.cli.generate import load
+
+        self.model_name = model
+        self.model, self.tokenizer = load(model, device, dtype)
+        self.decoder_kwargs = decoder_kwargs
+        self._decoders: dict[tuple, Any] = {}
+
+    def check(self, mode: str) -> None:
+        if check_mode(mode) == "parallel":
+            from npr.schema import TagIds
+
+            try:
+                TagIds.from_tokenizer(self.tokenizer)
+            except ValueError as err:
+                raise EngineError(f"{self.model_name}: parallel mode needs the eight tags as single tokens ({err}); "
+                                  "use a Stage-2/3 model (npr prepare-model), or modes=[sequential]") from None
+
+    def _decoder(self, mode: str, sampling: Sampling):
+        from npr.decoding import Decoder, DecodingConfig
+
+        key = (mode, sampling.max_new_tokens, sampling.max_total_tokens, sampling.max_branches)
+        if key not in self._decoders:
+            config = DecodingConfig(max_branches=sampling.max_branches, max_new_tokens=sampling.max_new_tokens,
+                                    max_total_tokens=sampling.max_total_tokens, parallel=mode == "parallel",
+                                    **self.decoder_kwargs)
+            self._decoders[key] = Decoder(self.model, self.tokenizer, config)
+        return self._decoders[key]
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, mode: str, seed: int,
+                 script: Sequence[Sequence[int]] | None = None) -> list[Output]:
+        """One call; prompt i gets the sampling streams of (seed, i)."""
+        from npr.decoding import SamplingParams, ScriptedStructure
+
+        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k, seed=seed)
+        structure = ScriptedStructure(branch_lengths=script) if script and mode == "parallel" else None
+        results = self._decoder(mode, sampling).generate([list(p) for p in prompts], params, script=structure)
+        return [Output(r.trajectory(), r.text) for r in results]
+
+    def close(self) -> None:
+        pass
+
+
+def _sglang_params(sampling: Sampling, mode: str, seed: int, script) -> dict[str, Any]:
+    params: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
+                              "top_p": sampling.top_p, "sampling_seed": seed}
+    if sampling.top_k:
+        params["top_k"] = sampling.top_k
+    if mode == "parallel":
+        from sglang_npr.client import npr_sampling_params
+
+        limits = {"max_branches": sampling.max_branches}
+        if sampling.max_total_tokens is not None:
+            limits["max_total_tokens"] = sampling.max_total_tokens
+        params = npr_sampling_params(params, script=script or None, **limits)
+    return params
+
+
+def trajectory_from_sglang(prompt: Sequence[int], out: dict[str, Any]) -> Trajectory:
+    """A Trajectory from one SGLang output (engine or /generate): output_ids, log-probs, meta_info["npr"]
+    (absent for a plain, sequential request: stats of a sequence that never forked)."""
+    meta = out.get("meta_info", {})
+    ids = list(out["output_ids"])
+    logprobs = [float(entry[0]) for entry in meta.get("output_token_logprobs") or []]
+    if len(logprobs) != len(ids):
+        raise EngineError(f"SGLang returned {len(logprobs)} log-probs for {len(ids)} output ids; "
+                          "the request needs return_logprob=True")
+    finish = meta.get("finish_reason") or {}
+    reason = finish.get("type", "stop") if isinstance(finish, dict) else str(finish)
+    reason = reason if reason in ("stop", "length", "abort") else "stop"
+    npr = meta.get("npr")
+    if npr is None:
+        stats = {"total_tokens": len(ids), "critical_path_tokens": len(ids), "num_forks": 0, "max_width": 1}
+        return Trajectory(list(prompt), ids, logprobs, reason, stats)
+    return Trajectory(list(prompt), ids, logprobs, reason, dict(npr["stats"]),
+                      refused_forks=list(npr.get("refused_forks") or []), blocks=list(npr.get("blocks") or []),
+                      notes=list(npr.get("notes") or []))
+
+
+class SGLangEngine:
+    """SGLang's in-process `sglang.Engine` (the NPR plugin loads through its entry point)."""
+
+    name = "sglang"
+
+    def __init__(self, model: str, **engine_args):
+        import sglang
+        from transformers import AutoTokenizer
+
+        self.model_name = model
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.engine = sglang.Engine(model_path=model, **engine_args)
+
+    def check(self, mode: str) -> None:
+        if check_mode(mode) == "parallel":
+            from sglang_npr.client import require_npr_server
+
+            require_npr_server(self.engine.get_server_info(), where="this sglang.Engine")
+
+    def generate(self, prompts, sampling: Sampling, mode: str, seed: int, script=None) -> list[Output]:
+        from sglang_npr.client import engine_generate
+
+        params = [_sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script) for i in range(len(prompts))]
+        outs = engine_generate(self.engine, input_ids=[list(p) for p in prompts], sampling_params=params,
+                               return_logprob=True)
+        return [Output(trajectory_from_sglang(p, o), o.get("text", "")) for p, o in zip(prompts, outs)]
+
+    def close(self) -> None:
+        self.engine.shutdown()
+
+
+class HttpEngine:
+    """An SGLang server at any host:port, through its native `/generate` (one request per prompt,
+    sent concurrently). `tokenizer` names the model's tokenizer (the prompts are sent as ids)."""
+
+    name = "http"
+
+    def __init__(self, url: str, tokenizer: str, timeout: float = 3600):
+        from transformers import AutoTokenizer
+
+        if not url.startswith(("http://", "https://")):
+            raise EngineError(f"--url {url!r}: expected http://HOST:PORT of an SGLang server")
+        self.url, self.timeout, self.model_name = url.rstrip("/"), timeout, tokenizer
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+
+    def check(self, mode: str) -> None:
+        if check_mode(mode) == "parallel":
+            from sglang_npr.client import _get_json, require_npr_server
+
+            require_npr_server(_get_json(f"{self.url}/server_info", self.timeout), where=self.url)
+
+    def generate(self, prompts, sampling: Sampling, mode: str, seed: int, script=None) -> list[Output]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from sglang_npr.client import http_generate
+
+        def one(i):
+            payload = {"input_ids": list(prompts[i]), "return_logprob": True,
+                       "sampling_params": _sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script)}
+            out = http_generate(self.url, payload, self.timeout)
+            return Output(trajectory_from_sglang(prompts[i], out), out.get("text", ""))
+
+        with ThreadPoolExecutor(max_workers=min(64, max(1, len(prompts)))) as pool:
+            return list(pool.map(one, range(len(prompts))))
+
+    def close(self) -> None:
+        pass
+
+
+def make_engine(kind: str, *, model: str | None = None, url: str | None = None, device: str | None = None,
+                dtype: str = "auto", engine_args: dict[str, Any] | None = None):
+    """The engine of `kind` ("reference" | "sglang" | "http"); raises EngineError for a bad choice."""
+    if kind not in ENGINES:
+        raise EngineError(f"unknown engine {kind!r}; expected one of {ENGINES}")
+    if kind == "http":
+        if not url or not model:
+            raise EngineError("engine http needs url (http://HOST:PORT) and model (for its tokenizer)")
+        return HttpEngine(url, model)
+    if not model:
+        raise EngineError(f"engine {kind} needs model (a local folder or hub name)")
+    if kind == "reference":
+        return ReferenceEngine(model, device, dtype, **(engine_args or {}))
+    return SGLangEngine(model, **(engine_args or {}))
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
