@@ -48,6 +48,25 @@ def read_samples(path: str) -> list[dict[str, Any]]:
     return out
 
 
+def drop_torn_tail(path: str) -> None:
+    """Cut a last line that a killed run left unfinished, so appended records start on a line of their own."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data or data.endswith(b"\n"):
+        return
+    start = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[start:])
+    except ValueError:  # torn: read_samples dropped it too
+        with open(path, "r+b") as f:
+            f.truncate(start)
+        return
+    with open(path, "ab") as f:  # a whole record that only lacks its newline
+        f.write(b"\n")
+
+
 def _key(r: dict[str, Any]) -> tuple:
     return r["benchmark"], r["mode"], str(r["problem_id"]), int(r["sample"])
 
@@ -106,6 +125,7 @@ def run_eval(config: EvalConfig, engine=None) -> dict[str, Any]:
     os.makedirs(config.output_dir, exist_ok=True)
     samples_path = os.path.join(config.output_dir, SAMPLES_FILE)
     records = read_samples(samples_path)
+    drop_torn_tail(samples_path)
     done = {_key(r) for r in records}
     problems = {spec.name: load_benchmark(spec.name, spec.source, split=spec.split, limit=spec.limit)
                 for spec in config.benchmarks}
