@@ -129,6 +129,13 @@ def trajectory_from_sglang(prompt: Sequence[int], out: dict[str, Any]) -> Trajec
                       notes=list(npr.get("notes") or []))
 
 
+def _output(tokenizer, prompt, out: dict[str, Any]) -> Output:
+    """The text decoded here as the reference decoder does (tags kept): SGLang's own "text" skips special
+    tokens by default, which would drop the tags the format score and `npr inspect` read."""
+    trajectory = trajectory_from_sglang(prompt, out)
+    return Output(trajectory, tokenizer.decode(trajectory.token_ids, skip_special_tokens=False))
+
+
 class SGLangEngine:
     """SGLang's in-process `sglang.Engine` (the NPR plugin loads through its entry point)."""
 
@@ -154,7 +161,7 @@ class SGLangEngine:
         params = [_sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script) for i in range(len(prompts))]
         outs = engine_generate(self.engine, input_ids=[list(p) for p in prompts], sampling_params=params,
                                return_logprob=True)
-        return [Output(trajectory_from_sglang(p, o), o.get("text", "")) for p, o in zip(prompts, outs)]
+        return [_output(self.tokenizer, p, o) for p, o in zip(prompts, outs)]
 
     def close(self) -> None:
         self.engine.shutdown()
@@ -188,8 +195,7 @@ class HttpEngine:
         def one(i):
             payload = {"input_ids": list(prompts[i]), "return_logprob": True,
                        "sampling_params": _sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script)}
-            out = http_generate(self.url, payload, self.timeout)
-            return Output(trajectory_from_sglang(prompts[i], out), out.get("text", ""))
+            return _output(self.tokenizer, prompts[i], http_generate(self.url, payload, self.timeout))
 
         with ThreadPoolExecutor(max_workers=min(64, max(1, len(prompts)))) as pool:
             return list(pool.map(one, range(len(prompts))))
