@@ -201,7 +201,12 @@ def load_rows(source: str, split: str | None = None, config: str | None = None) 
         raise BenchmarkError(f"{source}: no such file or folder; give a .json/.jsonl/.parquet file, a folder of "
                              "them, or a hub dataset name")
     else:
-        data = datasets.load_dataset(source, config, split=split or "test")
+        try:
+            data = datasets.load_dataset(source, config, split=split or "test")
+        except Exception as err:  # no network, unknown name, gated dataset, wrong split...
+            raise BenchmarkError(f"hub dataset {source!r} (config {config}, split {split or 'test'}) could not be "
+                                 f"loaded ({type(err).__name__}: {str(err)[:300]}); download it and give the local "
+                                 "file or folder as the benchmark's source") from None
     return [dict(row) for row in data]
 
 

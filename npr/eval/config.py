@@ -41,6 +41,7 @@ class EvalConfig:
     engine: str = "reference"
     model: str | None = None
     url: str | None = None
+    api: str = "native"  # engine http: "native" (/generate) or "openai" (/v1/completions)
     modes: tuple[str, ...] = ("parallel", "sequential")
     n: int = 8
     temperature: float = 1.0
@@ -82,6 +83,8 @@ class EvalConfig:
         if bad:
             raise ConfigError(f"modes: {bad} not in {MODES}")
         object.__setattr__(self, "modes", modes)
+        if self.api not in ("native", "openai"):
+            raise ConfigError(f"api: unknown {self.api!r}; expected native (/generate) or openai (/v1/completions)")
         if self.engine not in ENGINES:
             raise ConfigError(f"engine: unknown {self.engine!r}; expected one of {ENGINES}")
         for name, low in (("n", 1), ("max_new_tokens", 1), ("max_branches", 1), ("top_k", 0)):

@@ -167,18 +167,25 @@ class SGLangEngine:
         self.engine.shutdown()
 
 
+APIS = ("native", "openai")
+
+
 class HttpEngine:
-    """An SGLang server at any host:port, through its native `/generate` (one request per prompt,
-    sent concurrently). `tokenizer` names the model's tokenizer (the prompts are sent as ids)."""
+    """An SGLang server at any host:port (one request per prompt, sent concurrently), through its native
+    `/generate` (api="native") or its OpenAI-compatible `/v1/completions` (api="openai": prompt ids in,
+    token ids and log-probs out via SGLang's return_token_ids; the fork-join stats, which that API does not
+    carry, are recomputed from the ids' layout). `tokenizer` names the model's tokenizer."""
 
     name = "http"
 
-    def __init__(self, url: str, tokenizer: str, timeout: float = 3600):
+    def __init__(self, url: str, tokenizer: str, timeout: float = 3600, api: str = "native"):
         from transformers import AutoTokenizer
 
         if not url.startswith(("http://", "https://")):
-            raise EngineError(f"--url {url!r}: expected http://HOST:PORT of an SGLang server")
-        self.url, self.timeout, self.model_name = url.rstrip("/"), timeout, tokenizer
+            raise EngineError(f"url {url!r}: expected http://HOST:PORT of an SGLang server")
+        if api not in APIS:
+            raise EngineError(f"api {api!r}: expected one of {APIS}")
+        self.url, self.timeout, self.model_name, self.api = url.rstrip("/"), timeout, tokenizer, api
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
 
     def check(self, mode: str) -> None:
@@ -193,26 +200,57 @@ class HttpEngine:
         from sglang_npr.client import http_generate
 
         def one(i):
-            payload = {"input_ids": list(prompts[i]), "return_logprob": True,
-                       "sampling_params": _sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script)}
+            params = _sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script)
+            if self.api == "openai":
+                return self._openai(prompts[i], params, sampling)
+            payload = {"input_ids": list(prompts[i]), "return_logprob": True, "sampling_params": params}
             return _output(self.tokenizer, prompts[i], http_generate(self.url, payload, self.timeout))
 
         with ThreadPoolExecutor(max_workers=min(64, max(1, len(prompts)))) as pool:
             return list(pool.map(one, range(len(prompts))))
+
+    def _openai(self, prompt, params: dict[str, Any], sampling: Sampling) -> Output:
+        import json
+        import urllib.request
+
+        body = {"model": "default", "prompt": list(prompt), "max_tokens": params["max_new_tokens"],
+                "temperature": params["temperature"], "top_p": params["top_p"], "seed": params["sampling_seed"],
+                "logprobs": 1, "return_token_ids": True, "skip_special_tokens": False}
+        if "custom_params" in params:
+            body["custom_params"] = params["custom_params"]
+        if "top_k" in params:
+            body["top_k"] = params["top_k"]
+        request = urllib.request.Request(f"{self.url}/v1/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            choice = json.loads(response.read())["choices"][0]
+        ids = list(choice.get("token_ids") or [])
+        logprobs = list((choice.get("logprobs") or {}).get("token_logprobs") or [])
+        out = {"output_ids": ids, "meta_info": {"output_token_logprobs": [[x] for x in logprobs],
+                                                "finish_reason": {"type": choice.get("finish_reason") or "stop"}}}
+        trajectory = trajectory_from_sglang(prompt, out)
+        if "custom_params" in params:  # stats from the layout of the ids (the API returns no meta_info)
+            from npr.eval.metrics import structure_of
+            from npr.schema import TagIds
+
+            s = structure_of(trajectory, TagIds.from_tokenizer(self.tokenizer), sampling.max_branches)
+            trajectory.stats = {"total_tokens": s.total_tokens, "critical_path_tokens": s.critical_path_tokens,
+                                "num_forks": len(s.widths), "max_width": s.max_width}
+        return Output(trajectory, self.tokenizer.decode(ids, skip_special_tokens=False))
 
     def close(self) -> None:
         pass
 
 
 def make_engine(kind: str, *, model: str | None = None, url: str | None = None, device: str | None = None,
-                dtype: str = "auto", engine_args: dict[str, Any] | None = None):
+                dtype: str = "auto", engine_args: dict[str, Any] | None = None, api: str = "native"):
     """The engine of `kind` ("reference" | "sglang" | "http"); raises EngineError for a bad choice."""
     if kind not in ENGINES:
         raise EngineError(f"unknown engine {kind!r}; expected one of {ENGINES}")
     if kind == "http":
         if not url or not model:
             raise EngineError("engine http needs url (http://HOST:PORT) and model (for its tokenizer)")
-        return HttpEngine(url, model)
+        return HttpEngine(url, model, api=api)
     if not model:
         raise EngineError(f"engine {kind} needs model (a local folder or hub name)")
     if kind == "reference":

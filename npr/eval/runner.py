@@ -137,7 +137,7 @@ def run_eval(config: EvalConfig, engine=None) -> dict[str, Any]:
         return _write(config, summary)
     if own:
         engine = make_engine(config.engine, model=config.model, url=config.url, device=config.device,
-                             dtype=config.dtype, engine_args=dict(config.engine_args))
+                             dtype=config.dtype, engine_args=dict(config.engine_args), api=config.api)
     sampling = Sampling(config.temperature, config.top_p, config.top_k, config.max_new_tokens,
                         config.max_total_tokens, config.max_branches)
     script = None

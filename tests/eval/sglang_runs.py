@@ -32,7 +32,8 @@ def greedy_config(source: str, out, model_path: str, engine: str = "reference", 
                       pass_k=(1,), output_dir=str(out), progress=False, **kw)
 
 
-def assert_same_trajectories(records, reference_records) -> None:
+def assert_same_trajectories(records, reference_records, has_blocks: bool = True) -> None:
+    """has_blocks=False: the engine's API does not report how branches ended (OpenAI-compatible)."""
     key = lambda r: (r["benchmark"], r["mode"], r["problem_id"], r["sample"])  # noqa: E731
     ref = {key(r): r for r in reference_records}
     assert sorted(map(key, records)) == sorted(ref)
@@ -41,7 +42,9 @@ def assert_same_trajectories(records, reference_records) -> None:
         want, got = ref[key(r)]["trajectory"], r["trajectory"]
         assert got["prompt_ids"] == want["prompt_ids"] and got["token_ids"] == want["token_ids"], key(r)
         assert got["stats"] == want["stats"] and got["finish_reason"] == want["finish_reason"], key(r)
-        assert got["blocks"] == want["blocks"] and got["refused_forks"] == want["refused_forks"], key(r)
+        assert got["refused_forks"] == want["refused_forks"], key(r)
+        if has_blocks:
+            assert got["blocks"] == want["blocks"], key(r)
         assert max((abs(a - b) for a, b in zip(got["logprobs"], want["logprobs"])), default=0.0) <= LOGPROB_TOL
         for field in ("text", "widths", "critical_path_tokens", "correct", "format_score"):
             assert r[field] == ref[key(r)][field], (key(r), field)

@@ -171,3 +171,14 @@ def test_real_benchmark_files(name, relpath, count):
         reference = problem.reference if isinstance(problem.reference, str) else str(problem.reference)
         assert grade_sample(problem, f"so the answer is \\boxed{{{reference}}}")
         assert not grade_sample(problem, "so the answer is \\boxed{123456789}")
+
+
+def test_unreachable_hub_dataset_is_a_clear_error(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'math-ai/aime25' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(BenchmarkError, match="hub dataset 'math-ai/aime25'.*give the local file or folder"):
+        load_benchmark("aime25")

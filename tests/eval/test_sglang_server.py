@@ -1,6 +1,6 @@
 """`npr eval engine=http` against `python -m sglang.launch_server --attention-backend npr` on loopback
-(CPU, tiny model): the same per-sample trajectories as the reference decoder (greedy; scripted parallel
-and plain sequential), through the console script's own code path."""
+(CPU, tiny model), through the native /generate and the OpenAI-compatible /v1/completions: the same
+per-sample trajectories as the reference decoder (greedy; scripted parallel and plain sequential)."""
 
 import pytest
 
@@ -19,11 +19,27 @@ def model_path(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("tiny"), seed=0)
 
 
-def test_http_server_matches_reference_decoder(model_path, tmp_path):
-    source = write_fixture(tmp_path)
-    run_eval(greedy_config(source, tmp_path / "ref", model_path), engine=ReferenceEngine(model_path, "cpu", "float32"))
-    with launch_server(model_path, tmp_path / "server.log", make_env()) as url:
-        summary = run_eval(greedy_config(source, tmp_path / "http", model_path, engine="http", url=url))
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return write_fixture(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def reference(model_path, source, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    run_eval(greedy_config(source, out, model_path), engine=ReferenceEngine(model_path, "cpu", "float32"))
+    return read_samples(str(out / "samples.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    with launch_server(model_path, tmp_path_factory.mktemp("server") / "server.log", make_env()) as url:
+        yield url
+
+
+@pytest.mark.parametrize("api", ["native", "openai"])
+def test_http_server_matches_reference_decoder(server, model_path, source, reference, api, tmp_path):
+    summary = run_eval(greedy_config(source, tmp_path / "http", model_path, engine="http", url=server, api=api))
     assert summary["num_new_samples"] == 2 * 2 * 2
-    assert_same_trajectories(read_samples(str(tmp_path / "http" / "samples.jsonl")),
-                             read_samples(str(tmp_path / "ref" / "samples.jsonl")))
+    assert_same_trajectories(read_samples(str(tmp_path / "http" / "samples.jsonl")), reference,
+                             has_blocks=api == "native")
