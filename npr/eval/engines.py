@@ -199,12 +199,18 @@ class HttpEngine:
 
         from sglang_npr.client import http_generate
 
+        import urllib.error
+
         def one(i):
             params = _sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script)
-            if self.api == "openai":
-                return self._openai(prompts[i], params, sampling)
-            payload = {"input_ids": list(prompts[i]), "return_logprob": True, "sampling_params": params}
-            return _output(self.tokenizer, prompts[i], http_generate(self.url, payload, self.timeout))
+            try:
+                if self.api == "openai":
+                    return self._openai(prompts[i], params, sampling)
+                payload = {"input_ids": list(prompts[i]), "return_logprob": True, "sampling_params": params}
+                return _output(self.tokenizer, prompts[i], http_generate(self.url, payload, self.timeout))
+            except urllib.error.HTTPError as err:  # the server's own message says what it refused
+                detail = err.read().decode("utf-8", "replace")[:1000]
+                raise EngineError(f"{self.url} answered HTTP {err.code} ({self.api} API): {detail}") from None
 
         with ThreadPoolExecutor(max_workers=min(64, max(1, len(prompts)))) as pool:
             return list(pool.map(one, range(len(prompts))))
@@ -213,9 +219,10 @@ class HttpEngine:
         import json
         import urllib.request
 
+        # logprobs 0: the chosen tokens' log-probs only (the plugin refuses top-k log-probs in fork-join)
         body = {"model": "default", "prompt": list(prompt), "max_tokens": params["max_new_tokens"],
                 "temperature": params["temperature"], "top_p": params["top_p"], "seed": params["sampling_seed"],
-                "logprobs": 1, "return_token_ids": True, "skip_special_tokens": False}
+                "logprobs": 0, "return_token_ids": True, "skip_special_tokens": False}
         if "custom_params" in params:
             body["custom_params"] = params["custom_params"]
         if "top_k" in params:
