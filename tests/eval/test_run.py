@@ -191,3 +191,19 @@ def test_parallel_run_against_server_without_plugin_refuses(data, model_path, tm
     assert code == 2
     assert "does not run the NPR plugin" in err and "Install native-parallel-reasoner" in err
     assert read_samples(str(tmp_path / "o" / "samples.jsonl")) == []  # refused before any work
+
+
+def test_parallel_mode_refuses_a_model_without_tag_tokens(tmp_path, data, capsys):
+    """A Stage-1 model (tags are plain text) cannot fork: refused before any sample, naming the fix."""
+    from npr.cli import main
+    from npr.tiny import make_tiny_model, make_tiny_tokenizer
+
+    tokenizer = make_tiny_tokenizer(with_tags=False)
+    make_tiny_model(tokenizer, seed=0).save_pretrained(tmp_path / "stage1")
+    tokenizer.save_pretrained(tmp_path / "stage1")
+    out = tmp_path / "o"
+    code = main(["eval", f"model={tmp_path / 'stage1'}", "device=cpu", f"output_dir={out}", "progress=false",
+                 f"benchmarks=[{{name: aime25, source: {data / 'aime.jsonl'}}}]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "parallel mode needs the eight tags as single tokens" in err and "modes=[sequential]" in err
+    assert read_samples(str(out / "samples.jsonl")) == []
