@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     "doctor": "Check the installation: versions, host plugins discoverable and loaded.",
     "demo": "Run the embedded default end to end on a tiny in-memory model and show the structure.",
     "generate": "Fork-join decoding of a prompt with any HF causal LM; prints the answer and the block tree.",
+    "eval": "Evaluate a model on benchmarks: accuracy, parallel trigger rate, widths, speed-up over sequential.",
+    "inspect": "Show one evaluated response as a tree (terminal) or a standalone HTML page (--html).",
 }
 # Subcommands that need a host live in that host's plugin and are found through this entry-point group
 # (name -> module with add_arguments/run; its docstring's first line is the help), so `npr` itself
