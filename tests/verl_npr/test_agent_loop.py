@@ -175,6 +175,7 @@ def test_other_agent_loops_keep_verl_defaults(tokenizer):
     (("actor_rollout_ref.rollout.agent.agent_loop_manager_class", None), ["agent_loop_manager_class", MANAGER]),
     (("actor_rollout_ref.model.override_config.attn_implementation", "sdpa"), ["attn_implementation", "'sdpa'"]),
     (("actor_rollout_ref.rollout.engine_kwargs.sglang.disable_overlap_schedule", False), ["disable_overlap_schedule"]),
+    (("actor_rollout_ref.rollout.skip_tokenizer_init", True), ["skip_tokenizer_init", "false"]),
     (("trainer.v1.trainer_mode", "colocate_async"), ["colocate_async", "npr_sync"]),
     (("actor_rollout_ref.rollout.custom.npr.max_total_tokens", 500), ["max_total_tokens=500", "96"]),
     (("actor_rollout_ref.rollout.custom.npr.max_branch", 3), ["max_branch", "valid keys"]),
