@@ -8,8 +8,11 @@ Registered by `register_trainer_mode()`; select with `trainer.v1.trainer_mode: n
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+import torch
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
@@ -32,13 +35,26 @@ class NprSyncTrainer(PPOTrainerSync):
             return
         keys = [batch.keys[i] for i in keep]
         data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields", "rm_scores"])
-        extra = [getattr(item, "data", item) for item in data["extra_fields"].tolist()]
-        records = [e.get(NPR_KEY) if isinstance(e, dict) else None for e in extra]
-        metrics.update(record_metrics(records))
-        scores = [float(s.sum()) for s in data["rm_scores"].unbind(0)]
-        valid = [s for s, r in zip(scores, records) if isinstance(r, dict) and r.get("is_valid")]
+        records = [_plain(e).get(NPR_KEY) if isinstance(_plain(e), Mapping) else None
+                   for e in _items(data["extra_fields"])]
+        metrics.update(record_metrics([_plain(r) if r is not None else None for r in records]))
+        scores = [float(s.sum()) for s in _items(data["rm_scores"])]
+        valid = [s for s, r in zip(scores, records) if r is not None and _plain(r).get("is_valid")]
         if valid:
             metrics["npr/score/valid_mean"] = float(np.mean(valid))
+
+
+def _items(value: Any) -> list:
+    """Per-row items of a TransferQueue field: a NonTensorStack / list of objects, or a (nested) tensor."""
+    if isinstance(value, torch.Tensor):
+        return list(value.unbind(0))
+    return list(value.tolist() if hasattr(value, "tolist") and not isinstance(value, list) else value)
+
+
+def _plain(item: Any) -> Any:
+    """A row's object as a plain value (NonTensorData unwrapped, a TensorDict as a dict)."""
+    item = getattr(item, "data", item) if not isinstance(item, Mapping) else item
+    return item.to_dict() if hasattr(item, "to_dict") and not isinstance(item, dict) else item
 
 
 def register_trainer_mode() -> type[NprSyncTrainer]:
