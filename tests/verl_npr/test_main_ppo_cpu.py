@@ -2,7 +2,8 @@
 --config-name tiny_cpu` runs two PPO steps through Ray, TransferQueue, the real SGLang rollout with
 attention backend `npr` (fork-join in the scheduler), the agent loop `npr_parallel`, PAPO and the fsdp2
 actor with the attention `npr`; exit 0, and the console logger shows the reward, PAPO's valid rows, the
-trigger rate, and rollout log-probs that match the actor's on fork-join trajectories."""
+trigger rate, and rollout log-probs that match the actor's on fork-join trajectories. A second run whose
+rollouts are all truncated (every row masked) also completes: no gradient, reward still logged."""
 
 import os
 import re
@@ -48,17 +49,15 @@ def parse_steps(log: str) -> dict[int, dict[str, float]]:
     return steps
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run_main_ppo(tmp: Path, *overrides: str) -> dict[int, dict[str, float]]:
     from npr.tiny import save_tiny
 
-    tmp = tmp_path_factory.mktemp("main_ppo")
     model = save_tiny(tmp / "model")
     write_data(tmp / "train.parquet")
     cmd = [sys.executable, "-m", "verl.trainer.main_ppo", "--config-path", str(ROOT / "recipes" / "npr_rl"),
            "--config-name", "tiny_cpu", f"actor_rollout_ref.model.path={model}",
            f"data.train_files={tmp / 'train.parquet'}", f"data.val_files={tmp / 'train.parquet'}",
-           f"trainer.default_local_dir={tmp / 'ckpt'}", "+ray_kwargs.ray_init.include_dashboard=false"]
+           f"trainer.default_local_dir={tmp / 'ckpt'}", "+ray_kwargs.ray_init.include_dashboard=false", *overrides]
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = make_env({"VERL_PLATFORM": "cpu", "SGLANG_USE_CPU_ENGINE": None, "VERL_USE_EXTERNAL_PLUGINS": None,
                     "PYTHONPATH": pythonpath, "RAY_DEDUP_LOGS": "0"})
@@ -79,6 +78,17 @@ def run(tmp_path_factory):
     return parse_steps(log)
 
 
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return run_main_ppo(tmp_path_factory.mktemp("main_ppo"))
+
+
+@pytest.fixture(scope="module")
+def truncated_run(tmp_path_factory):
+    # the forced structure needs 79 tokens: with 40 every rollout is truncated, so every row is masked
+    return run_main_ppo(tmp_path_factory.mktemp("main_ppo_truncated"), "actor_rollout_ref.rollout.custom.npr.max_total_tokens=40")
+
+
 def test_two_steps_log_reward_papo_and_trigger_rate(run):
     assert sorted(run) == [1, 2], f"steps logged: {sorted(run)}"
     for step, m in run.items():
@@ -96,3 +106,12 @@ def test_two_steps_log_reward_papo_and_trigger_rate(run):
 def test_rollout_log_probs_match_the_actor_on_fork_join_trajectories(run):
     # step 1: SGLang's fork-join log-probs vs the actor's structured forward, same initial weights
     assert run[1]["training/rollout_probs_diff_max"] < 1e-3
+
+
+def test_a_batch_of_truncated_rollouts_trains_nothing_and_still_logs_its_reward(truncated_run):
+    assert sorted(truncated_run) == [1, 2]
+    for m in truncated_run.values():
+        assert m["npr/valid_share"] == 0.0 and m["npr/truncated_share"] == 1.0
+        assert m["npr/total_tokens/mean"] == 40.0 and m["npr/trigger_rate"] == 1.0
+        assert m["actor/papo_valid_rows"] == 0.0 and m["actor/pg_loss"] == 0.0 and m["actor/grad_norm"] == 0.0
+        assert m["critic/score/mean"] == -1.0  # the reward is computed and logged for masked rows too

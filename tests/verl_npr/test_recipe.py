@@ -44,6 +44,7 @@ def test_stage3_keys(configs):
         assert arr["rollout"]["engine_kwargs"]["sglang"]["disable_overlap_schedule"] is True
         assert arr["rollout"]["skip_tokenizer_init"] is False
         assert cfg["trainer"]["v1"]["trainer_mode"] == "npr_sync"
+        assert cfg["algorithm"]["rollout_correction"] is None  # it raises when every row is masked
         assert cfg["reward"]["reward_manager"]["name"] == "npr"
         assert cfg["reward"]["custom_reward_function"] == {"path": "pkg://reward", "name": "compute_score_papo"}
     stage3 = configs["npr_rl"]
