@@ -8,6 +8,7 @@ CONFIG="${CONFIG:-npr_rl}"
 if [[ "$CONFIG" == tiny_cpu ]]; then
   export VERL_PLATFORM=cpu
   unset SGLANG_USE_CPU_ENGINE
+  GPUS="${GPUS:-1}"                # one (fake) GPU: the Ray resource the cpu platform reports
 fi
 exec python -m verl.trainer.main_ppo --config-path "$HERE" --config-name "$CONFIG" \
   actor_rollout_ref.model.path="${MODEL:?set MODEL}" \

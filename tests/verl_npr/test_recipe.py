@@ -40,6 +40,11 @@ def test_stage3_keys(configs):
         assert arr["rollout"]["name"] == "sglang"
         assert arr["rollout"]["engine_kwargs"]["sglang"]["attention_backend"] == "npr"
         assert arr["rollout"]["agent"]["default_agent_loop"] == "npr_parallel"
+        assert arr["rollout"]["agent"]["agent_loop_manager_class"] == "verl_npr.agent_loop_worker.NprAgentLoopManager"
+        assert arr["rollout"]["engine_kwargs"]["sglang"]["disable_overlap_schedule"] is True
+        assert arr["rollout"]["skip_tokenizer_init"] is False
+        assert cfg["trainer"]["v1"]["trainer_mode"] == "npr_sync"
+        assert cfg["algorithm"]["rollout_correction"] is None  # it raises when every row is masked
         assert cfg["reward"]["reward_manager"]["name"] == "npr"
         assert cfg["reward"]["custom_reward_function"] == {"path": "pkg://reward", "name": "compute_score_papo"}
     stage3 = configs["npr_rl"]
@@ -56,6 +61,7 @@ def test_tiny_cpu_keys(configs):
     assert cfg["actor_rollout_ref"]["actor"]["strategy"] == "fsdp2"
     assert cfg["actor_rollout_ref"]["rollout"]["engine_kwargs"]["sglang"]["device"] == "cpu"
     assert cfg["ray_kwargs"]["ray_init"]["num_gpus"] == 1
+    assert cfg["actor_rollout_ref"]["rollout"]["custom"]["npr"]["script"] == [[3, 5], [4, 4, 2]]
 
 
 def test_command_line_overrides_still_apply():

@@ -1,5 +1,6 @@
 """After `import verl` — in a fresh process and inside a Ray worker — NPR's names are in verl's registries
-(PAPO estimator and loss, reward manager, platform `cpu`, attention `npr`, SGLang compat routing);
+(PAPO estimator and loss, reward manager, agent loop `npr_parallel`, trainer mode `npr_sync`, platform
+`cpu`, attention `npr`, SGLang compat routing);
 registering again changes nothing. With VERL_PLATFORM=cpu the platform is active and complete."""
 
 import json
@@ -20,6 +21,8 @@ def snapshot():
     from verl.workers.rollout.replica import RolloutReplicaRegistry
     from verl.workers.rollout.base import _ROLLOUT_REGISTRY
     from transformers import AttentionInterface
+    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     name = lambda obj: None if obj is None else f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', obj)}"
     return {
@@ -31,7 +34,9 @@ def snapshot():
         "attention_mask": name(ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get("npr")),
         "replica_loader": name(RolloutReplicaRegistry._registry.get("sglang")),
         "rollout_adapter": _ROLLOUT_REGISTRY[("sglang", "async")],
-        "sizes": [len(ADV_ESTIMATOR_REGISTRY), len(POLICY_LOSS_REGISTRY), len(REWARD_MANAGER),
+        "agent_loop": dict(_agent_loop_registry.get("npr_parallel") or {}).get("_target_"),
+        "trainer_mode": name(TRAINER_REGISTRY.get("npr_sync")),
+        "sizes": [len(_agent_loop_registry), len(TRAINER_REGISTRY), len(ADV_ESTIMATOR_REGISTRY), len(POLICY_LOSS_REGISTRY), len(REWARD_MANAGER),
                   len(PlatformRegistry.registered_names()), len(RolloutReplicaRegistry._registry)],
     }
 """
@@ -45,6 +50,8 @@ EXPECTED = {
     "attention_mask": "npr.attention.no_mask",
     "replica_loader": "verl_npr.sglang_compat.load_replica",
     "rollout_adapter": "verl_npr.sglang_rollout.NprSGLangServerAdapter",
+    "agent_loop": "verl_npr.agent_loop.NprParallelAgentLoop",
+    "trainer_mode": "verl_npr.trainer.NprSyncTrainer",
 }
 
 FRESH = SNAPSHOT + r"""
@@ -54,8 +61,11 @@ from verl_npr.papo import register_papo
 from verl_npr.platform import register_cpu_platform
 from verl_npr.reward_manager import register_reward_manager
 from verl_npr.sglang_compat import register_sglang_compat
+from verl_npr.agent_loop import register_agent_loop
+from verl_npr.trainer import register_trainer_mode
 import verl_npr
 verl_npr.register(); register_papo(); register_cpu_platform(); register_reward_manager(); register_sglang_compat()
+register_agent_loop(); register_trainer_mode()
 twice = snapshot()
 from verl.utils.device import get_device_name, get_device_id, get_nccl_backend, get_torch_device
 from verl.workers.engine import EngineRegistry

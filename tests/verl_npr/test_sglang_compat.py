@@ -117,3 +117,42 @@ print(json.dumps(out))
 def test_cpu_weight_transfer_through_sglangs_serializer():
     out = run_json(CPU_TRANSFER, env={"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_PLUGINS": "none"})
     assert out == {"stock": "IndexError", "roundtrip": [0.0, 1.0, 2.0], "strategy": "file_system"}
+
+
+META_INFO = r"""
+import asyncio, json
+import verl
+from verl.workers.rollout.replica import TokenOutput
+from verl.workers.rollout.sglang_rollout.async_sglang_server import SGLangHttpServer
+from verl_npr.sglang_rollout import NprSGLangHttpServer
+
+class FakeManager:  # SGLang's TokenizerManager as verl's generate uses it
+    server_status = "Starting"
+    async def generate_request(self, obj, request=None):
+        yield {"output_ids": [5, 6], "meta_info": {"npr": {"stats": {"max_width": 2}, "rid": obj.rid}}}
+
+class Req:
+    def __init__(self, rid): self.rid = rid
+
+async def stock_generate(self, prompt_ids, sampling_params, request_id, *args, **kwargs):
+    out = await self.tokenizer_manager.generate_request(Req(request_id), None).__anext__()  # as verl does
+    return TokenOutput(token_ids=out["output_ids"], extra_fields={"global_steps": 0})
+
+SGLangHttpServer.generate = stock_generate  # verl's generate stands in (no SGLang server in this probe)
+server = object.__new__(NprSGLangHttpServer)
+server.tokenizer_manager = FakeManager()
+server.tokenizer_manager.server_status = "Up"   # attribute writes reach the manager
+npr_params = {"custom_params": {"npr": {"max_branches": 2}}}
+npr_out = asyncio.run(server.generate([1], dict(npr_params), "a"))
+plain_out = asyncio.run(server.generate([1], {}, "b"))
+print(json.dumps({"npr": npr_out.extra_fields.get("npr"), "plain": plain_out.extra_fields,
+                  "status": server.tokenizer_manager.server_status, "left": server._npr_records}))
+"""
+
+
+def test_npr_meta_info_reaches_token_output():
+    """verl's SGLang generate drops meta_info; for an NPR request NprSGLangHttpServer returns meta_info["npr"]
+    in TokenOutput.extra_fields, plain requests are untouched, and nothing is left behind."""
+    out = run_json(META_INFO)
+    assert out == {"npr": {"stats": {"max_width": 2}, "rid": "a"}, "plain": {"global_steps": 0}, "status": "Up",
+                   "left": {}}
