@@ -1,7 +1,8 @@
 """Runs verl's own SFT trainer (`python -m verl.trainer.sft_trainer`, recipe npr_beta/tiny_cpu) on
 tiny-model trajectories and prints one JSON line: per-run step losses. Runs: packed (3 steps), padded,
-a sibling-altered copy (loss only on branch 1), and the same pair with transformers' sdpa (negative
-control). Used by test_sft.py in a fresh process."""
+loss on branch 2 only with and without sample 0's branch-1 content altered (branch 2 comes after
+branch 1, so only the mask can hide it), and that pair padded with transformers' sdpa, whose causal
+mask lets branch 2 see branch 1 (negative control). Used by test_sft.py in a fresh process."""
 
 from __future__ import annotations
 
@@ -35,24 +36,25 @@ def make_data(root: Path) -> dict:
     results = decoder.generate(prompts, SamplingParams(temperature=1.0, seed=3), script=scripts)
     rows = [{"prompt_ids": p, "response_ids": list(r.token_ids)} for p, r in zip(prompts, results)]
     pd.DataFrame(rows).to_parquet(root / "sft.parquet")
-    # loss on the first block's branch 1 only; the altered copy changes sample 0's branch-2 content
+    # loss on the first block's branch 2 only; the altered copy changes sample 0's branch-1 content
     masked, altered = [], []
     for row, r in zip(rows, results):
         p = len(row["prompt_ids"])
         block, branch = r.layout.block_id[p:], r.layout.branch_id[p:]
-        mask = ((block == 1) & (branch == 1)).long().tolist()
+        mask = ((block == 1) & (branch == 2)).long().tolist()
         masked.append({**row, "loss_mask": mask})
         response = list(row["response_ids"])
         if row is rows[0]:
-            content = [i for i, (b, k) in enumerate(zip(block.tolist(), branch.tolist())) if b == 1 and k == 2]
-            header = len(decoder.templates.branch_header(2))
+            content = [i for i, (b, k) in enumerate(zip(block.tolist(), branch.tolist())) if b == 1 and k == 1]
+            header = len(decoder.templates.branch_header(1))
             for i in content[header:-1]:  # keep <step> "\n2:" and </step>: same structure, other content
                 response[i] = (response[i] + 1) if response[i] + 1 not in decoder.templates.tags.all else response[i] + 2
             assert response != row["response_ids"]
         altered.append({**row, "response_ids": response, "loss_mask": mask})
     pd.DataFrame(masked).to_parquet(root / "masked.parquet")
     pd.DataFrame(altered).to_parquet(root / "altered.parquet")
-    return {"model": model_dir, "num_branches": [r.stats["max_width"] for r in results]}
+    return {"model": model_dir, "num_branches": [r.stats["max_width"] for r in results],
+            "num_loss_tokens": sum(map(sum, (row["loss_mask"] for row in masked)))}
 
 
 def train(root: Path, model: str, data: str, name: str, *overrides: str) -> list[float]:
@@ -79,9 +81,9 @@ def main(runs: str = "all") -> None:
     out["padded"] = train(root, model, str(root / "sft.parquet"), "padded", one, "model.use_remove_padding=false")
     out["masked"] = train(root, model, str(root / "masked.parquet"), "masked", one)
     out["altered"] = train(root, model, str(root / "altered.parquet"), "altered", one)
-    sdpa = "model.override_config.attn_implementation=sdpa"
-    out["masked_sdpa"] = train(root, model, str(root / "masked.parquet"), "masked_sdpa", one, sdpa)
-    out["altered_sdpa"] = train(root, model, str(root / "altered.parquet"), "altered_sdpa", one, sdpa)
+    sdpa = ("model.override_config.attn_implementation=sdpa", "model.use_remove_padding=false")
+    out["masked_sdpa"] = train(root, model, str(root / "masked.parquet"), "masked_sdpa", one, *sdpa)
+    out["altered_sdpa"] = train(root, model, str(root / "altered.parquet"), "altered_sdpa", one, *sdpa)
     out["checkpoint"] = str(root / "ckpt_packed")
     print(json.dumps(out))
 
