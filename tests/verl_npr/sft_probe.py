@@ -1,6 +1,6 @@
 """Runs verl's own SFT trainer (`python -m verl.trainer.sft_trainer`, recipe npr_beta/tiny_cpu) on
 tiny-model trajectories and prints one JSON line: per-run step losses. Runs: packed (3 steps), padded,
-loss on branch 2 only with and without sample 0's branch-1 content altered (branch 2 comes after
+loss on branch 2 only (all but its first token) with and without sample 0's branch-1 content altered (branch 2 comes after
 branch 1, so only the mask can hide it), and that pair padded with transformers' sdpa, whose causal
 mask lets branch 2 see branch 1 (negative control). Used by test_sft.py in a fresh process."""
 
@@ -41,7 +41,11 @@ def make_data(root: Path) -> dict:
     for row, r in zip(rows, results):
         p = len(row["prompt_ids"])
         block, branch = r.layout.block_id[p:], r.layout.branch_id[p:]
-        mask = ((block == 1) & (branch == 2)).long().tolist()
+        mask = ((block == 1) & (branch == 2)).long()
+        # not branch 2's first token (its forced <step>): verl scores token j with the logits of token j-1,
+        # here branch 1's last token, which sees branch 1 by design (npr.forkjoin's scoring convention)
+        mask[int(mask.nonzero()[0]) if mask.any() else 0] = 0
+        mask = mask.tolist()
         masked.append({**row, "loss_mask": mask})
         response = list(row["response_ids"])
         if row is rows[0]:

@@ -1,6 +1,7 @@
 """Parallel SFT through verl 0.9.1's own SFT trainer on CPU (recipe npr_beta/tiny_cpu, the plugin's cpu
 platform, micro-batches of 2): a few steps reduce the loss; padded and packed runs give the same loss;
-the loss on branch-2 tokens does not change when the sibling branch 1 is altered (and does under
+the loss on branch-2 tokens (after its forced <step>, which verl scores with the logits of branch
+1's last token) does not change when the sibling branch 1 is altered (and does under
 transformers' causal sdpa mask); the checkpoint exports through verl's model merger to an HF model
 that keeps the tag tokens."""
 
