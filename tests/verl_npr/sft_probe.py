@@ -20,7 +20,6 @@ LOSS_RE = re.compile(r"step:(\d+) - .*?train/loss:(-?[\d.eE+-]+)")
 
 def make_data(root: Path) -> dict:
     import pandas as pd
-    import torch
 
     from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure
     from npr.tiny import make_tiny_model, make_tiny_tokenizer, save_tiny
