@@ -67,9 +67,8 @@ class TagIds:
             raise TagTokenError(
                 "tags must each be one token for fork-join decoding and the structured mask, but "
                 + ", ".join(problems)
-                + ". Add them as special tokens first: "
-                "tokenizer.add_special_tokens({'additional_special_tokens': list(npr.schema.TAG_STRINGS)}), "
-                "then model.resize_token_embeddings(len(tokenizer)), and save both."
+                + ". Prepare the model first: `npr prepare-model --base MODEL --out DIR` adds them as special "
+                "tokens, resizes the embeddings and saves both (npr.prepare.prepare_tokenizer_and_model in Python)."
             )
         return cls(**ids)
 

@@ -15,6 +15,9 @@ SUBCOMMANDS = {
     "generate": "Fork-join decoding of a prompt with any HF causal LM; prints the answer and the block tree.",
     "eval": "Evaluate a model on benchmarks: accuracy, parallel trigger rate, widths, speed-up over sequential.",
     "inspect": "Show one evaluated response as a tree (terminal) or a standalone HTML page (--html).",
+    "prepare-model": "Add the eight tags as special tokens to an HF model and tokenizer (Stage 2) and save them.",
+    "data": "Convert ORZ / AIME / MATH500-style problem files to verl's RL parquet layout.",
+    "sample": "Rejection sampling (keep correct AND perfectly formatted) into an SFT dataset of canonical ids.",
 }
 # Subcommands that need a host live in that host's plugin and are found through this entry-point group
 # (name -> module with add_arguments/run; its docstring's first line is the help), so `npr` itself
@@ -30,7 +33,7 @@ def plugin_commands() -> dict[str, str]:
 
 
 def _module_of(name: str, plugins: dict[str, str]) -> str:
-    return plugins.get(name, f"npr.cli.{name}")
+    return plugins.get(name, f"npr.cli.{name.replace('-', '_')}")
 
 
 def make_parser(command: str | None = None) -> argparse.ArgumentParser:

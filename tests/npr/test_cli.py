@@ -47,7 +47,7 @@ def test_generate_names_the_fix_when_tags_are_not_tokens(tmp_path, capsys):
     tok.save_pretrained(tmp_path)
     assert main(["generate", "--model", str(tmp_path), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err
-    assert "'<guideline>' ->" in err and "add_special_tokens" in err
+    assert "'<guideline>' ->" in err and "npr prepare-model" in err
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
