@@ -2,7 +2,10 @@
 out of SGLang's queues at intake; every scheduler iteration runs one controller step for all of them:
 plan -> one forward over per-token rows (forward.RowRunner) -> scores, samples -> commit. At a Finish the
 linearised trajectory goes back to the client through SGLang's own output streamer, with its per-token
-log-probs (trainer convention) and meta_info["npr"]. The controller decides; this class computes."""
+log-probs (trainer convention) and meta_info["npr"]. A request with stream=True also gets, after every
+step, the prefix of its linearised response that can no longer change (see `_final_prefix`), through the
+same streamer as incremental chunks; the rest and meta_info["npr"] come at the Finish. The controller
+decides; this class computes."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ class _Entry:
     greedy: bool = True
     sampling: Any = None  # npr.decoding.SamplingParams when not greedy
     seed: int = 0
+    streamed_preemptions: int = 0  # preemptions whose restart was checked against what was streamed
 
 
 class NprEngine:
@@ -118,6 +122,7 @@ class NprEngine:
             count = len(plan.works)
             self._handle(controller.commit(plan, results[at:at + count]))
             at += count
+        self._stream()
 
     def _compute(self, works) -> list[WorkResult]:
         import torch
@@ -154,6 +159,50 @@ class NprEngine:
             seq.engine = make_generator(derive_seed(entry.seed, 0, seq.block, seq.branch), row.device)
         return sample(row, entry.sampling, seq.engine)
 
+    # -- streaming -------------------------------------------------------------------------------------
+    def _stream(self) -> None:
+        """Send each streaming request the part of its linearised response that became final this step."""
+        reqs = []
+        for entry in list(self.entries.values()):
+            if not entry.req.stream:
+                continue
+            req, sent = entry.req, len(entry.req.output_ids)
+            length, ids, logprobs = _final_prefix(entry.request, sent)
+            if entry.request.num_preemptions > entry.streamed_preemptions and length >= sent:
+                # A preempted request starts over (same seeds, so the same output); check the restart
+                # against what the client already has before sending more.
+                entry.streamed_preemptions = entry.request.num_preemptions
+                _, full_ids, full_logprobs = _final_prefix(entry.request)
+                if not self._same_as_sent(req, full_ids, full_logprobs):
+                    self.entries.pop(req.rid, None)
+                    entry.controller.abort(entry.request)
+                    self._emit_abort(entry, "NPR: a preempted request restarted with a different output "
+                                            "than the one already streamed")
+                    continue
+            if not ids:
+                continue
+            self._extend_output(req, ids, logprobs)
+            reqs.append(req)
+        if reqs:
+            self.scheduler.output_streamer.stream_output(reqs, any(r.return_logprob for r in reqs))
+
+    @staticmethod
+    def _extend_output(req, ids, logprobs) -> None:
+        req.output_ids.extend(ids)
+        if req.return_logprob:
+            req.logprob.output_token_logprobs_val.extend(logprobs)
+            req.logprob.output_token_logprobs_idx.extend(ids)
+            if req.logprob.top_logprobs_num > 0:
+                req.logprob.output_top_logprobs_val.extend([] for _ in ids)
+                req.logprob.output_top_logprobs_idx.extend([] for _ in ids)
+
+    @staticmethod
+    def _same_as_sent(req, ids, logprobs) -> bool:
+        sent = len(req.output_ids)
+        if list(ids[:sent]) != list(req.output_ids):
+            return False
+        return not req.return_logprob or list(logprobs[:sent]) == list(req.logprob.output_token_logprobs_val[:sent])
+
     # -- events and outputs ------------------------------------------------------------------------------
     def _handle(self, events) -> None:
         for event in events:
@@ -168,6 +217,14 @@ class NprEngine:
         from sglang.srt.managers.schedule_batch import FINISH_ABORT, FINISH_LENGTH, FINISH_MATCHED_TOKEN
 
         req, traj = entry.req, finish.trajectory
+        if req.stream and len(req.output_ids) and not self._same_as_sent(req, traj.token_ids, traj.logprobs):
+            # Only a preempted request that restarted and then ended (abort, full KV cache) before reaching
+            # what it had streamed gets here: the client cannot take tokens back, so it is an error.
+            logger.warning("NPR request %s ended (%s) after a restart, before what was streamed",
+                           req.rid, finish.reason)
+            self._emit_abort(entry, f"NPR: the request was preempted, restarted and ended ({finish.reason}) "
+                                    "before reaching the output it had already streamed")
+            return
         req.output_ids = array("q", traj.token_ids)
         if req.return_logprob:
             req.logprob.output_token_logprobs_val = list(traj.logprobs)
@@ -186,7 +243,14 @@ class NprEngine:
         if req.npr_params.return_positions:
             record["positions"] = list(finish.positions)
         req.customized_info = {NPR_KEY: [record]}
-        self.scheduler.output_streamer.stream_output([req], req.return_logprob)
+        # SGLang sends a request-level customized_info key of a streaming request with its first chunk
+        # only; the record exists at the Finish, so the final chunk is built as a non-streaming Req's is
+        # (for a finished Req, `stream` only decides that).
+        stream, req.stream = req.stream, False
+        try:
+            self.scheduler.output_streamer.stream_output([req], req.return_logprob)
+        finally:
+            req.stream = stream
 
     def _emit_abort(self, entry: _Entry, message: str) -> None:
         from sglang.srt.disaggregation.utils import prepare_abort
@@ -204,6 +268,39 @@ class NprEngine:
         script = ScriptedStructure(branch_lengths=[list(b) for b in params.script], plan_tokens=params.plan_tokens,
                                    takeaway_tokens=params.takeaway_tokens, answer_tokens=params.answer_tokens)
         return script.bind(self.templates, min(self.eos_ids), self._content)
+
+
+def _final_prefix(request, skip: int = 0) -> tuple[int, list[int], list[float]]:
+    """The prefix of `request`'s linearised response that no later step can change: the finished parts
+    (trunk runs before a fork, joined blocks), then the trunk's own tokens when no block is open, or the
+    open block's branches that ended, in order, up to the first that did not. A branch's first token is
+    scored by its predecessor's tail, as `_close_block` will do. A token without a log-prob ends the
+    prefix (the Finish would cut there). Returns its length and its ids and log-probs after `skip`."""
+    from npr.forkjoin.controller import SeqState
+
+    ranges = list(request.parts)
+    if request.branches:
+        for branch in request.branches:
+            if branch.state is not SeqState.DONE:
+                break
+            ranges.append((branch, 0, len(branch.tokens)))
+    elif request.trunk is not None:
+        ranges.append((request.trunk, request.trunk_cut, len(request.trunk.tokens)))
+    length, ids, logprobs, previous = 0, [], [], None
+    for seq, start, end in ranges:
+        first = start + max(0, skip - length)  # tokens before `skip` were final (and sent) already
+        length += min(end - start, max(0, skip - length))
+        for k in range(first, end):
+            logprob = seq.logprobs[k]
+            if k == 0 and logprob is None and previous is not None and not seq.is_trunk and not previous.is_trunk:
+                logprob = previous.tail_score
+            if logprob is None:
+                return length, ids, logprobs
+            ids.append(seq.tokens[k])
+            logprobs.append(float(logprob))
+            length += 1
+        previous = seq
+    return length, ids, logprobs
 
 
 def _random_seed() -> int:

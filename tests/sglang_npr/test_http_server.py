@@ -1,6 +1,7 @@
 """Fork-join through `python -m sglang.launch_server --attention-backend npr` over HTTP on loopback (CPU):
 a scripted request equals the reference decoder; a bounded load of 64 concurrent fork-join requests,
-some aborted mid-request, all finish or abort cleanly (aborted ones return a clean prefix); afterwards
+some aborted mid-request, all finish or abort cleanly (aborted ones return a clean prefix); a streamed
+request grows chunk by chunk to the non-streamed output; afterwards
 the server is idle with no leaked KV slot or req_to_token row (SGLang's strict idle check would raise
 in the scheduler and the next request would fail)."""
 
@@ -122,6 +123,40 @@ def test_http_fork_join_equals_reference(server, decoder):
     prompt, script = [1, 5, 9, 12, 40, 41, 7], [[3, 5], [2, 4, 1]]
     out = http_generate(server, _payload(prompt, script))
     _check(out, _reference(decoder, [prompt], [script])[0])
+
+
+def _stream(url: str, payload: dict, timeout: float = 600) -> list[dict]:
+    """The server-sent events of a streaming /generate, parsed (up to "data: [DONE]")."""
+    request = urllib.request.Request(url, data=json.dumps({**payload, "stream": True}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    chunks = []
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        for line in response:
+            line = line.decode().strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[len("data:"):].strip()
+            if data == "[DONE]":
+                break
+            chunks.append(json.loads(data))
+    return chunks
+
+
+def test_http_stream_grows_to_the_non_streamed_output(server):
+    """The server streams cumulatively (SGLang's default, incremental_streaming_output off): every chunk
+    extends the one before, chunks come before the finish, and the last equals the non-streamed output
+    (ids, text, log-probs exactly) with meta_info["npr"]."""
+    prompt, script = [1, 5, 9, 12, 40, 41, 7], [[12, 12, 12], [12, 12]]
+    whole = http_generate(server, _payload(prompt, script))
+    chunks = _stream(f"{server}/generate", _payload(prompt, script))
+    assert len(chunks) > 1 and all(c["meta_info"]["finish_reason"] is None for c in chunks[:-1])
+    for before, after in zip(chunks, chunks[1:]):
+        assert after["output_ids"][:len(before["output_ids"])] == before["output_ids"]
+        assert after["text"].startswith(before["text"])
+    last = chunks[-1]
+    assert (last["output_ids"], last["text"]) == (whole["output_ids"], whole["text"])
+    assert last["meta_info"]["output_token_logprobs"] == whole["meta_info"]["output_token_logprobs"]
+    assert last["meta_info"]["npr"] == whole["meta_info"]["npr"]
 
 
 def test_load_with_aborts_finishes_cleanly_and_frees_everything(server, decoder):
