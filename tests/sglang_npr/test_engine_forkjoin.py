@@ -129,16 +129,15 @@ def test_budget_bounds_like_the_reference(engine, hf):
 
 
 def test_abort_mid_request_releases_everything(engine, hf):
-    scripts = [[[2, 3]], [[30] * 5, [30] * 5], [[3, 1, 2]]]  # the middle one is still running at the abort
+    scripts = [[[2, 3]], [[60] * 5, [60] * 5], [[3, 1, 2]]]  # the middle one is still running at the abort
 
     async def run():
         tasks = [asyncio.ensure_future(engine.async_generate(input_ids=p, sampling_params=npr_params(s),
                                                              return_logprob=True, rid=f"abort-me-{i}"))
                  for i, (p, s) in enumerate(zip(PROMPTS[:3], scripts))]
-        await asyncio.sleep(0.5)
         while not tasks[1].done():  # an abort that arrives before the request reached the scheduler is
             engine.tokenizer_manager.abort_request(rid="abort-me-1")  # lost, so repeat until one lands
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
         return await asyncio.gather(*tasks)
 
     outs = engine.loop.run_until_complete(run())

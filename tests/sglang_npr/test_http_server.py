@@ -178,12 +178,12 @@ def test_load_with_aborts_finishes_cleanly_and_frees_everything(server, decoder)
     threads = [threading.Thread(target=run, args=(i,)) for i in range(NUM_LOAD)]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)
+    time.sleep(0.1)
     while any(threads[int(rid.split("-")[1])].is_alive() for rid in aborted):  # an abort that arrives before
         for rid in sorted(aborted):  # its request reached the scheduler is lost: repeat until each lands
             if threads[int(rid.split("-")[1])].is_alive():
                 _post(f"{server}/abort_request", {"rid": rid})
-        time.sleep(0.3)
+        time.sleep(0.1)
     for thread in threads:
         thread.join(timeout=600)
     assert not errors and len(outs) == NUM_LOAD
