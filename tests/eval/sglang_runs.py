@@ -1,16 +1,10 @@
 """Helpers (not a test module) for the SGLang eval tests: one small benchmark fixture, the greedy scripted
 config both engines run, the record-by-record comparison against the reference decoder, and a loopback
-`sglang.launch_server` on CPU."""
+`sglang.launch_server` on CPU (tests.sglang_npr.engines.launch_server)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 from npr.eval import EvalConfig
 
@@ -51,44 +45,3 @@ def assert_same_trajectories(records, reference_records, has_blocks: bool = True
         modes.add(r["mode"])
     assert modes == {"parallel", "sequential"}
     assert any(r["widths"] == [2, 3] for r in records if r["mode"] == "parallel")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def launch_server(model_path: str, log_path, env, attention_backend: str = "npr"):
-    """`python -m sglang.launch_server` on loopback (CPU); yields its base URL; stopped on exit."""
-    port = _free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sglang.launch_server", "--model-path", model_path, "--host", "127.0.0.1",
-         "--port", str(port), "--device", "cpu", "--attention-backend", attention_backend, "--disable-cuda-graph",
-         "--dtype", "float32", "--mem-fraction-static", "0.3", "--max-total-tokens", "8192",
-         "--max-running-requests", "16", "--disable-overlap-schedule", "--random-seed", "0", "--log-level", "error"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                log.flush()
-                raise RuntimeError(f"launch_server exited with {proc.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(f"{base}/server_info", timeout=10):
-                    break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()

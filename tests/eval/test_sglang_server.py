@@ -5,7 +5,8 @@ per-sample trajectories as the reference decoder (greedy; scripted parallel and 
 import pytest
 
 from npr.eval import ReferenceEngine, read_samples, run_eval
-from tests.eval.sglang_runs import assert_same_trajectories, greedy_config, launch_server, write_fixture
+from tests.eval.sglang_runs import assert_same_trajectories, greedy_config, write_fixture
+from tests.sglang_npr.engines import launch_server
 from tests.hosts import make_env, require_host
 
 pytestmark = [pytest.mark.sglang, pytest.mark.slow]

@@ -4,6 +4,11 @@ on this machine (docs: /work/shared/notes/cpu-hosts.md) and a tiny Qwen3 saved t
 from __future__ import annotations
 
 import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from typing import Iterator
 
 CPU_ENGINE_ARGS = dict(device="cpu", disable_cuda_graph=True, dtype="float32", mem_fraction_static=0.3,
@@ -21,6 +26,49 @@ def cpu_engine(model_path: str, attention_backend: str, **overrides) -> Iterator
         yield engine
     finally:
         engine.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launch_server(model_path: str, log_path, env, attention_backend: str = "npr", max_total_tokens: int = 8192,
+                  max_running_requests: int = 16):
+    """`python -m sglang.launch_server` on loopback (CPU); yields its base URL once /server_info answers;
+    stopped on exit. `env`: the server's environment (tests.hosts.make_env)."""
+    port = free_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sglang.launch_server", "--model-path", model_path, "--host", "127.0.0.1",
+         "--port", str(port), "--device", "cpu", "--attention-backend", attention_backend, "--disable-cuda-graph",
+         "--dtype", "float32", "--mem-fraction-static", "0.3", "--max-total-tokens", str(max_total_tokens),
+         "--max-running-requests", str(max_running_requests), "--disable-overlap-schedule", "--random-seed", "0", "--log-level", "error"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None:
+                log.flush()
+                raise RuntimeError(f"launch_server exited with {proc.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(f"{base}/server_info", timeout=10):
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def save_tiny_model(directory, seed: int = 0) -> str:

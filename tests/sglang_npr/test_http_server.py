@@ -6,11 +6,7 @@ the server is idle with no leaked KV slot or req_to_token row (SGLang's strict i
 in the scheduler and the next request would fail)."""
 
 import json
-import os
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,19 +16,13 @@ import torch
 
 from sglang_npr.client import http_generate, npr_sampling_params
 from tests.hosts import make_env, require_host
-from tests.sglang_npr.engines import assert_partial_of, save_tiny_model
+from tests.sglang_npr.engines import assert_partial_of, launch_server, save_tiny_model
 
 pytestmark = [pytest.mark.sglang, pytest.mark.slow]
 require_host("sglang")
 
 MAX_NEW = 48
 NUM_LOAD = 64
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, timeout: float = 10):
@@ -54,36 +44,9 @@ def model_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_path, tmp_path_factory):
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sglang.launch_server", "--model-path", model_path, "--host", "127.0.0.1",
-         "--port", str(port), "--device", "cpu", "--attention-backend", "npr", "--disable-cuda-graph",
-         "--dtype", "float32", "--mem-fraction-static", "0.3", "--max-total-tokens", "16384",
-         "--max-running-requests", "128", "--disable-overlap-schedule", "--random-seed", "0", "--log-level", "error"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=make_env())
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 300
-        while True:
-            if proc.poll() is not None:
-                log.flush()
-                raise RuntimeError(f"launch_server exited with {proc.returncode}; see {log.name}")
-            try:
-                _get(f"{base}/server_info")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with launch_server(model_path, log, make_env(), max_total_tokens=16384, max_running_requests=128) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
