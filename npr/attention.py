@@ -131,13 +131,34 @@ def npr_attention_forward(module, query, key, value, attention_mask, scaling=Non
         out = flex(query, key, value, block_mask=attention_mask, scale=scaling, enable_gqa=num_heads != num_kv_heads)
         return out.transpose(1, 2).contiguous(), None
     if isinstance(attention_mask, DenseSegments):
-        out = query.new_zeros(batch, num_heads, q_len, head_dim)
-        for row, start, end, mask in attention_mask:
-            part = (slice(row, row + 1), slice(None), slice(start, end))
-            out[part] = _sdpa(query[part], key[part], value[part], mask[None, None], scaling, dropout)
-        return out.transpose(1, 2).contiguous(), None
+        return _dense_segments(query, key, value, attention_mask, scaling, dropout), None
     out = _sdpa(query, key, value, attention_mask, scaling, dropout)
     return out.transpose(1, 2).contiguous(), None
+
+
+def _dense_segments(query, key, value, segments: DenseSegments, scaling, dropout) -> torch.Tensor:
+    """Attention of each segment under its own mask, the pieces concatenated (zeros for padding).
+    Concatenating rather than writing into a zero tensor keeps the backward at the segments' size:
+    a slice assignment per segment costs a full-size gradient buffer each (O(N * L) for N sequences).
+    Returns [B, Q, H, D]."""
+    batch, num_heads, q_len, head_dim = query.shape
+    by_row: list[list[tuple[int, int, torch.Tensor]]] = [[] for _ in range(batch)]
+    for row, start, end, mask in segments:
+        part = (slice(row, row + 1), slice(None), slice(start, end))
+        by_row[row].append((start, end, _sdpa(query[part], key[part], value[part], mask[None, None], scaling, dropout)))
+    rows = []
+    for pieces in by_row:
+        parts, at = [], 0
+        for start, end, out in sorted(pieces, key=lambda p: p[0]):
+            if start > at:
+                parts.append(query.new_zeros(1, num_heads, start - at, head_dim))
+            parts.append(out)
+            at = end
+        if at < q_len:
+            parts.append(query.new_zeros(1, num_heads, q_len - at, head_dim))
+        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=2))
+    out = rows[0] if batch == 1 else torch.cat(rows, dim=0)
+    return out.transpose(1, 2).contiguous()
 
 
 @functools.lru_cache(maxsize=None)
