@@ -1,25 +1,17 @@
 #!/usr/bin/env bash
-# Run `npr demo` (the embedded default end to end on a tiny in-memory model). Needs only torch and
-# this package: when .venv is missing it builds a light one (CPU torch, no verl/SGLang) in about a
-# minute; a full test environment from setup_env.sh serves as well. Arguments go to `npr demo`.
+# Run `npr demo`: the whole NPR pipeline in miniature on a CPU (Stage 2 and Stage 3 through verl's
+# actor, evaluation with the fork-join engine). It needs verl, so .venv is the pinned test environment
+# of scripts/setup_env.sh (built on first use, about 2.5 min on 2 cores; a no-op once up to date).
+# Arguments go to `npr demo` (--fast: test-suite size; --quick: the consistency check alone).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${NPR_VENV:-$ROOT/.venv}"
 
-if ! "$VENV/bin/python" -c "import torch, npr.cli" >/dev/null 2>&1; then
-    if [ ! -x "$VENV/bin/python" ]; then
-        PYTHON="${NPR_PYTHON:-$(command -v python3.11 || command -v python3)}"
-        echo "demo: creating $VENV with $("$PYTHON" --version 2>&1)" >&2
-        "$PYTHON" -m venv "$VENV"
-    fi
-    PIP=("$VENV/bin/python" -m pip --disable-pip-version-check install --quiet)
-    if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
-        echo "demo: installing torch (requirements/demo.txt)" >&2
-        "${PIP[@]}" -r "$ROOT/requirements/demo.txt" 2> >(grep -v "is ignored: it is neither" >&2)
-    fi
-    echo "demo: installing native-parallel-reasoner (editable)" >&2
-    "${PIP[@]}" -e "$ROOT" 2> >(grep -v "is ignored: it is neither" >&2)
+if ! "$VENV/bin/python" -c "import torch, verl, npr.cli" >/dev/null 2>&1; then
+    echo "demo: building the pinned environment in $VENV (scripts/setup_env.sh)" >&2
+    NPR_VENV="$VENV" bash "$ROOT/scripts/setup_env.sh"
 fi
 
+cd "$ROOT"
 exec "$VENV/bin/npr" demo "$@"

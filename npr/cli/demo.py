@@ -1,6 +1,8 @@
-"""`npr demo`: the embedded default. Builds a tiny random model and tokenizer in memory (no download),
-decodes a scripted fork-join trajectory, prints its tree, and checks train/inference consistency:
-the decoder's log-probs against one structured forward over the linearised trajectory."""
+"""`npr demo`: the whole NPR pipeline in miniature on a CPU (`verl_npr.demo`: synthetic task, tiny
+prepared model, Stage 2 and Stage 3 through verl's actor, evaluation by npr.eval); needs verl.
+`npr demo --quick`: no host needed. Builds a tiny random model and tokenizer in memory, decodes a
+scripted fork-join trajectory, prints its tree, and checks train/inference consistency: the
+decoder's log-probs against one structured forward over the linearised trajectory."""
 
 from __future__ import annotations
 
@@ -11,6 +13,13 @@ from npr.cli.generate import script_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true",
+                        help="only the consistency check on a random model (no verl needed; --script/--prompt/--json)")
+    parser.add_argument("--fast", action="store_true", help="the pipeline at test-suite size (about 1.5 min)")
+    parser.add_argument("--engine", choices=["reference", "sglang"], default="reference",
+                        help="the fork-join engine of the evaluations")
+    parser.add_argument("--output-dir", default="out/demo")
+    parser.add_argument("--sft-budget-s", type=float, default=None, help="wall-clock budget of Stage 2")
     parser.add_argument("--script", type=script_spec, default="3,5/4,4,6",
                         help="branch lengths per block, e.g. '3,5/4,4,6'; '' decodes without a script")
     parser.add_argument("--prompt", default="What is 6 times 7? Think in parallel.")
@@ -25,6 +34,25 @@ def describe_script(spec: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.quick:
+        return run_quick(args)
+    try:  # the pipeline is verl_npr's (npr itself imports no host; this lazy import is the one exception)
+        from verl_npr.demo import FAST, DemoConfig, run_demo, setup_env
+
+        setup_env()  # verl's platform is chosen on its first import
+        import verl  # noqa: F401
+    except ImportError as err:
+        print(f"npr demo: the pipeline needs verl ({err}); run `bash scripts/demo.sh` (it builds the pinned "
+              "environment with scripts/setup_env.sh), or `npr demo --quick` for the consistency check alone")
+        return 2
+    kwargs = dict(FAST) if args.fast else {}
+    if args.sft_budget_s is not None:
+        kwargs["sft_budget_s"] = args.sft_budget_s
+    report = run_demo(DemoConfig(output_dir=args.output_dir, seed=args.seed, engine=args.engine, **kwargs))
+    return 0 if report["rows"] else 1
+
+
+def run_quick(args: argparse.Namespace) -> int:
     import torch
 
     from npr.cli.generate import encode_prompt, parse_script

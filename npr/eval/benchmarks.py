@@ -62,6 +62,11 @@ def _math(row, fmt, index):
     return f"{row[question]}\n\n{MATH_INSTRUCTION}", row[answer], {}
 
 
+def _plain(row, fmt, index):
+    """The question as the whole prompt (synthetic tasks whose models were trained on exactly that)."""
+    return str(row[fmt[0]]), str(row[fmt[1]]), {}
+
+
 def _olympiad(row, fmt, index):
     context = row.get("context")
     question = f"{context}\n\n{row['question']}" if isinstance(context, str) and context.strip() else row["question"]
@@ -134,6 +139,7 @@ def _make_registry() -> dict[str, Benchmark]:
                   "choice", _gpqa, hub_config="gpqa_diamond", hub_split="train"),
         Benchmark("mmlu_pro", "MMLU-Pro", "TIGER-Lab/MMLU-Pro", (("question", "options", "answer"),), "choice",
                   _mmlu_pro),
+        Benchmark("demo_sum", "Demo: sum of digits", "", (("question", "answer"),), "math", _plain, hub_split="test"),
         Benchmark("bbeh", "BBEH", "BBEH/bbeh", (("input", "target"),), "text", _bbeh, hub_split="train"),
     ]
     return {x.name: x for x in b}

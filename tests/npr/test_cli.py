@@ -77,9 +77,9 @@ def test_bad_script_specs_are_usage_errors(model_dir, capsys, command, spec):
 
 
 def test_demo_without_a_script_says_so(capsys):
-    rc, out, _ = cli(capsys, "demo", "--script", "", "--prompt", "hi")
+    rc, out, _ = cli(capsys, "demo", "--quick", "--script", "", "--prompt", "hi")
     assert rc == 0 and "no script" in out and "forced by" not in out
-    rc, out, _ = cli(capsys, "demo", "--script", "2,1")
+    rc, out, _ = cli(capsys, "demo", "--quick", "--script", "2,1")
     assert rc == 0 and "structure forced by the script '2,1'" in out
 
 
@@ -158,7 +158,7 @@ def test_generate_json_carries_the_extracted_answer(model_dir, capsys):
 
 
 def test_demo_checks_consistency(capsys):
-    assert main(["demo", "--json"]) == 0
+    assert main(["demo", "--quick", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["max_logprob_gap"] < 1e-9 and out["stats"]["num_forks"] == 2
 
