@@ -31,7 +31,7 @@ class DemoConfig:
     min_numbers: int = 8
     max_numbers: int = 12
     num_train: int = 4000
-    num_test: int = 40
+    num_test: int = 24
     sft_budget_s: float = 120.0
     sft_max_steps: int = 2000
     sft_batch: int = 32
