@@ -453,6 +453,8 @@ def make_plots(report: dict, out: str) -> None:
     axes[0].set_title("held-out accuracy (%)")
     axes[1].bar(names, [100 * (r["trigger_rate"] or 0) for r in rows], color="tab:green")
     axes[1].set_title("parallel trigger rate (%)")
+    axes[0].set_ylim(0, 100)
+    axes[1].set_ylim(0, 100)
     x = range(len(rows))
     axes[2].bar([i - 0.2 for i in x], [r["tokens"] or 0 for r in rows], 0.4, label="total tokens")
     axes[2].bar([i + 0.2 for i in x], [r["critical_path"] or 0 for r in rows], 0.4, label="critical path")
