@@ -1,25 +1,39 @@
-"""`npr demo`: the NPR pipeline in miniature on a CPU, through the real code paths. A synthetic task
-with a genuine parallel decomposition ("sum these digits": one plan and one step per chunk, a takeaway
-adding the partial sums, a \\boxed{} answer) built with `Templates`; a tiny local model prepared with
-the tag tokens by `npr.prepare`; Stage 2 as verl actor updates (fsdp2, cpu platform, attention `npr`)
-on the gold trajectories; Stage 3 as PAPO updates on fork-join rollouts; evaluation by `npr.eval`.
+"""`npr demo`: the NPR pipeline in miniature on a CPU, through the code the GPU recipes run.
 
-Stage 2 goes through verl's real `ActorRolloutRefWorker.update_actor` with the `npr_papo` loss and
-advantage 1 on every gold token: ratio = exp(logp - logp.detach()) makes its gradient the token-mean
-cross-entropy gradient of SFT (not verl's `sft_trainer` subprocess, which starts too slowly here)."""
+1. A synthetic task with a genuine parallel decomposition, "Sum: a7 b1 c5 d9 ...": one `<plan>` per
+   chunk of keyed digits, one `<step>` per chunk adding its digits (each blind to its siblings), a
+   `<takeaway>` adding the partial sums, then `\\boxed{}` — built with `Templates`, with a held-out split.
+   The keys (a, b, c, ...) make every copy an exact lookup, so a tiny model can learn it in minutes.
+2. A tiny random Qwen3 and byte-level tokenizer made locally, given the tag tokens by `npr.prepare`.
+3. Stage 2: parallel SFT as updates of verl's real `ActorRolloutRefWorker` (fsdp2, the plugin's cpu
+   platform, attention `npr`, verl's cosine schedule) on gold trajectories, with the `npr_papo` loss and
+   advantage 1 on every response token: its ratio exp(logp - logp.detach()) makes the gradient SFT's
+   token-mean cross-entropy gradient. (verl's `sft_trainer` is a torchrun subprocess, too slow to start
+   for a demo of minutes.)
+4. Stage 3: PAPO updates: rollouts from the fork-join engine (the reference decoder, or SGLang with the
+   NPR plugin), Stage-3 rewards from `reward`, advantages from the registered `npr_papo` estimator, the
+   update through the same actor; the engine's log-probs are checked against the actor's.
+5. Evaluation by `npr.eval` in both modes before SFT, after SFT and after PAPO; a trajectory as a tree
+   and as HTML; summary table, report and plots in the output folder.
+
+Every phase is seeded and runs a fixed number of steps, so the outcome does not depend on the load."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 QUESTION_PREFIX = "Sum: "
-# verl's padded path: in the packed path (use_remove_padding) verl 0.9.1 computes fp32 log-probs without
-# flash-attn with a Python loop over rows, i.e. one logsumexp per token on CPU (about 4x slower here)
+KEYS = "abcdefghijklmnopqrstuvwxyz"
+BENCHMARK = "demo_sum"
+MAX_BRANCHES = 5
+# verl's padded path: the packed one (use_remove_padding) computes float32 log-probs without flash-attn
+# in a Python loop over rows in verl 0.9.1, several times slower on a CPU
 USE_REMOVE_PADDING = False
 
 
@@ -28,73 +42,95 @@ class DemoConfig:
     output_dir: str = "out/demo"
     seed: int = 0
     engine: str = "reference"
-    min_numbers: int = 8
+    min_numbers: int = 6
     max_numbers: int = 12
-    num_train: int = 4000
-    num_test: int = 24
-    sft_budget_s: float = 120.0
-    sft_max_steps: int = 2000
+    chunk_size: int = 3
+    num_test: int = 32
+    sft_steps: int = 400
     sft_batch: int = 32
     sft_lr: float = 3e-3
+    sft_warmup: int = 20
     papo_steps: int = 4
     papo_prompts: int = 4
-    papo_group: int = 4
-    papo_lr: float = 2e-4
+    papo_group: int = 8
+    papo_lr: float = 2e-5
     hidden_size: int = 128
     num_layers: int = 2
+    speed_problems: int = 8
 
     def __post_init__(self):
         if self.engine not in ("reference", "sglang"):
             raise ValueError(f"engine must be 'reference' or 'sglang', got {self.engine!r}")
-        if not 4 <= self.min_numbers <= self.max_numbers:
-            raise ValueError(f"need 4 <= min_numbers <= max_numbers, got {self.min_numbers}, {self.max_numbers}")
+        if self.chunk_size < 1 or not 1 <= self.min_numbers <= self.max_numbers <= len(KEYS):
+            raise ValueError(f"need chunk_size >= 1 and 1 <= min_numbers <= max_numbers <= {len(KEYS)}, got "
+                             f"{self.chunk_size}, {self.min_numbers}, {self.max_numbers}")
+        fewest, most = -(-self.min_numbers // self.chunk_size), -(-self.max_numbers // self.chunk_size)
+        if fewest < 2 or most > MAX_BRANCHES:
+            raise ValueError(f"{self.min_numbers}-{self.max_numbers} numbers in chunks of {self.chunk_size} give "
+                             f"{fewest}-{most} plans; the demo needs 2-{MAX_BRANCHES} (a fork of width >= 2, at most "
+                             "max_branches): change the range or chunk_size")
+        for name in ("num_test", "sft_steps", "sft_batch", "papo_prompts", "hidden_size", "num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.papo_steps < 0 or self.papo_group < 2:
+            raise ValueError(f"need papo_steps >= 0 and papo_group >= 2 (advantages compare group members), got "
+                             f"{self.papo_steps}, {self.papo_group}")
+        if self.hidden_size % 4:
+            raise ValueError(f"hidden_size must be a multiple of 4 (4 heads), got {self.hidden_size}")
 
 
-FAST = dict(min_numbers=4, max_numbers=6, num_test=8, sft_budget_s=30.0, sft_batch=16, papo_steps=1, papo_prompts=2,
+# test-suite size: fewer, shorter problems (2-3 plans) and fewer steps
+FAST = dict(min_numbers=4, max_numbers=6, chunk_size=2, num_test=16, sft_steps=200, papo_steps=2, papo_prompts=2,
             papo_group=4)
 
 
 # -- the task ----------------------------------------------------------------------------------------------
-def chunk(numbers: list[int]) -> list[list[int]]:
-    """Split into 2-4 nearly equal consecutive chunks (one plan / step each): len//3 chunks, at least 2."""
-    k = min(4, max(2, len(numbers) // 3))
-    size, extra = divmod(len(numbers), k)
-    out, start = [], 0
-    for i in range(k):
-        end = start + size + (i < extra)
-        out.append(numbers[start:end])
-        start = end
-    return out
-
-
 def make_problem(rng: random.Random, cfg: DemoConfig) -> dict[str, Any]:
+    """One problem and its gold parallel solution (the parts Templates.block_ids takes)."""
     numbers = [rng.randint(1, 9) for _ in range(rng.randint(cfg.min_numbers, cfg.max_numbers))]
-    parts = chunk(numbers)
-    sums = [sum(p) for p in parts]
-    return {"question": QUESTION_PREFIX + " ".join(map(str, numbers)), "answer": str(sum(numbers)),
-            "plans": [f"{i}: " + "+".join(map(str, p)) for i, p in enumerate(parts, 1)],
-            "steps": [" " + "+".join(map(str, p)) + f"={s}" for p, s in zip(parts, sums)],
-            "takeaway": "+".join(map(str, sums)) + f"={sum(numbers)}",
-            "final": f"\n\\boxed{{{sum(numbers)}}}"}
+    chunks = [list(range(i, min(i + cfg.chunk_size, len(numbers)))) for i in range(0, len(numbers), cfg.chunk_size)]
+    plans, steps, sums = [], [], []
+    for k, chunk in enumerate(chunks, 1):
+        plans.append(f"{k}: " + "+".join(KEYS[i] for i in chunk))
+        total, text = numbers[chunk[0]], f" {KEYS[chunk[0]]}{numbers[chunk[0]]}"
+        for i in chunk[1:]:
+            total += numbers[i]
+            text += f"+{KEYS[i]}{numbers[i]}={total}"
+        steps.append(text if len(chunk) > 1 else f"{text}={total}")
+        sums.append(total)
+    total, takeaway = sums[0], str(sums[0])
+    for s in sums[1:]:
+        total += s
+        takeaway += f"+{s}={total}"
+    return {"question": QUESTION_PREFIX + " ".join(f"{KEYS[i]}{d}" for i, d in enumerate(numbers)),
+            "answer": str(total), "plans": plans, "steps": steps, "takeaway": takeaway,
+            "final": f"\n\\boxed{{{total}}}"}
 
 
-def make_splits(cfg: DemoConfig) -> tuple[list[dict], list[dict]]:
-    rng = random.Random(cfg.seed)
+def make_test_split(cfg: DemoConfig) -> list[dict[str, Any]]:
+    """num_test distinct problems from their own seed stream."""
+    rng = random.Random(f"demo-test-{cfg.seed}")
     test, seen = [], set()
     while len(test) < cfg.num_test:
         p = make_problem(rng, cfg)
         if p["question"] not in seen:
             seen.add(p["question"])
             test.append(p)
-    train = []
-    while len(train) < cfg.num_train:
+    return test
+
+
+def train_problems(rng: random.Random, cfg: DemoConfig, held_out: set[str], count: int) -> list[dict[str, Any]]:
+    """count fresh training problems; a held-out question is never trained on."""
+    out = []
+    while len(out) < count:
         p = make_problem(rng, cfg)
-        if p["question"] not in seen:  # held-out: no test question appears in training
-            train.append(p)
-    return train, test
+        if p["question"] not in held_out:
+            out.append(p)
+    return out
 
 
 def prompt_ids(tokenizer, question: str) -> list[int]:
+    """The prompt exactly as `npr eval` builds it: the question alone, through the chat template."""
     from npr.cli.generate import encode_prompt
 
     return list(encode_prompt(tokenizer, question, True))
@@ -109,12 +145,15 @@ def gold_sample(templates, tokenizer, problem: dict):
     response = (templates.block_ids(problem["plans"], problem["steps"], problem["takeaway"])
                 + templates.encode(problem["final"]) + [tokenizer.eos_token_id])
     layout = build_layout(prompt + response, templates.tags, len(prompt))
-    return Sample(prompt, response, layout, bool(layout.is_valid))
+    if not layout.is_valid:
+        raise RuntimeError(f"the gold trajectory of {problem['question']!r} has an invalid layout "
+                           f"({layout.error}): the task builder is broken")
+    return Sample(prompt, response, layout, True)
 
 
 # -- model -------------------------------------------------------------------------------------------------
 def make_model(cfg: DemoConfig, path: str):
-    """A tiny random Qwen3 + byte-level BPE tokenizer made locally, prepared with the tags by npr.prepare."""
+    """A tiny random Qwen3 + byte-level BPE tokenizer made locally, given the tags by npr.prepare, saved."""
     from npr.prepare import prepare_tokenizer_and_model
     from npr.tiny import make_tiny_model, make_tiny_tokenizer
 
@@ -129,13 +168,15 @@ def make_model(cfg: DemoConfig, path: str):
 
 # -- verl's actor, in this process -------------------------------------------------------------------------
 def setup_env() -> None:
+    """verl picks its platform on first import: the plugin's cpu platform, one local rank."""
     os.environ.setdefault("VERL_PLATFORM", "cpu")
     for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000), "RANK": "0",
                        "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
         os.environ.setdefault(key, value)
 
 
-def make_worker(model_dir: str, batch: int, micro_batch: int, lr: float):
+def make_worker(model_dir: str, cfg: DemoConfig, micro_batch: int):
+    """verl's ActorRolloutRefWorker (actor role) from its own ppo_trainer config plus the NPR settings."""
     import torch.distributed as dist
     from hydra import compose, initialize_config_module
     from omegaconf import open_dict
@@ -149,25 +190,29 @@ def make_worker(model_dir: str, batch: int, micro_batch: int, lr: float):
         "actor_rollout_ref.actor.fsdp_config.dtype=float32",
         "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: fp32, reduce_dtype: fp32, buffer_dtype: fp32}",
         "actor_rollout_ref.actor.use_torch_compile=false",
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={batch}",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={cfg.sft_batch}",
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro_batch}",
         "actor_rollout_ref.actor.policy_loss.loss_mode=npr_papo",
         "actor_rollout_ref.actor.loss_agg_mode=token-mean",
         "actor_rollout_ref.actor.use_kl_loss=false",
         "actor_rollout_ref.actor.entropy_coeff=0",
-        f"actor_rollout_ref.actor.optim.lr={lr}",
+        f"actor_rollout_ref.actor.optim.lr={cfg.sft_lr}",
+        "actor_rollout_ref.actor.optim.lr_scheduler_type=cosine",
+        f"actor_rollout_ref.actor.optim.lr_warmup_steps={cfg.sft_warmup}",
+        f"actor_rollout_ref.actor.optim.total_training_steps={cfg.sft_steps}",
+        "actor_rollout_ref.actor.optim.min_lr_ratio=0.1",
         "actor_rollout_ref.actor.optim.clip_grad=1.0",
         f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro_batch}",
         "actor_rollout_ref.rollout.n=1",
         "trainer.device=cpu",
     ]
     with initialize_config_module(config_module="verl.trainer.config", version_base=None):
-        cfg = compose(config_name="ppo_trainer", overrides=overrides)
-    with open_dict(cfg):
-        cfg.actor_rollout_ref.model.use_remove_padding = USE_REMOVE_PADDING
+        config = compose(config_name="ppo_trainer", overrides=overrides)
+    with open_dict(config):
+        config.actor_rollout_ref.model.use_remove_padding = USE_REMOVE_PADDING
     if not dist.is_initialized():
         dist.init_process_group("gloo", rank=0, world_size=1)
-    worker = ActorRolloutRefWorker(cfg.actor_rollout_ref, role="actor")
+    worker = ActorRolloutRefWorker(config.actor_rollout_ref, role="actor")
     worker.init_model()
     return worker
 
@@ -183,11 +228,12 @@ def _tensordict(data, **meta):
 
 
 def actor_log_probs(worker, data):
-    """[B, R] log-probs of verl's compute_log_prob (packed), padded back."""
+    """[B, R] log-probs of verl's compute_log_prob, padded back to the batch's response columns."""
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import no_padding_2_padding
 
-    td = _tensordict(data.select(deepcopy=True), calculate_entropy=False, compute_loss=False, use_remove_padding=USE_REMOVE_PADDING)
+    td = _tensordict(data.select(deepcopy=True), calculate_entropy=False, compute_loss=False,
+                     use_remove_padding=USE_REMOVE_PADDING)
     return no_padding_2_padding(tu.get(worker.compute_log_prob(td), "log_probs"), td).float()
 
 
@@ -201,48 +247,153 @@ def update(worker, data, advantages, old_log_probs, step: int) -> dict[str, floa
     td = _tensordict(data, calculate_entropy=False, global_batch_size=size, mini_batch_size=size, epochs=1, seed=step,
                      dataloader_kwargs={"shuffle": False}, compute_loss=True, use_remove_padding=USE_REMOVE_PADDING)
     metrics = tu.get(worker.update_actor(td), "metrics")
-    flat = lambda v: v[0] if isinstance(v, list) and len(v) == 1 else v  # noqa: E731
-    return {k: flat(v) for k, v in metrics.items() if k in ("actor/pg_loss", "grad_norm", "actor/grad_norm")}
+    out = {}
+    for key, value in metrics.items():
+        if key in ("actor/pg_loss", "actor/grad_norm", "actor/lr"):
+            value = value[-1] if isinstance(value, list) else value
+            out[key.split("/")[1]] = float(value)
+    return out
 
 
 def set_lr(worker, lr: float) -> None:
-    optimizer = worker.actor.engine.optimizer
-    for group in optimizer.param_groups:
+    """The learning rate of the next update (verl's scheduler resets it after each step)."""
+    for group in worker.actor.engine.optimizer.param_groups:
         group["lr"] = lr
 
 
-def sync_weights(worker, hf_model) -> None:
-    """Copy the actor's (fsdp2, world size 1) parameters into the HF model the engines decode with."""
+def actor_state(worker) -> dict[str, Any]:
+    """The actor's full parameters (fsdp2 on one rank) as plain tensors, keyed as the HF model's."""
     state = worker.actor.engine.module.state_dict()
-    full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in state.items()}
-    hf_model.load_state_dict(full, strict=False)
+    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in state.items()}
 
 
-# -- evaluation through npr.eval ---------------------------------------------------------------------------
-def evaluate(cfg: DemoConfig, model_dir: str, test_file: str, name: str, modes: tuple[str, ...], max_new: int):
+# -- the fork-join engine ----------------------------------------------------------------------------------
+def make_engine(cfg: DemoConfig, model_dir: str):
+    """The engine every evaluation and every PAPO rollout uses (npr.eval's engine classes)."""
+    from npr.eval import ReferenceEngine, SGLangEngine
+
+    if cfg.engine == "reference":
+        return ReferenceEngine(model_dir, "cpu", "float32")
+    # SGLang's real engine on the CPU: scheduler subprocess, KV pool, the NPR backend over torch_native
+    return SGLangEngine(model_dir, attention_backend="npr", disable_overlap_schedule=True, device="cpu",
+                        disable_cuda_graph=True, dtype="float32", mem_fraction_static=0.3, max_total_tokens=16384,
+                        max_running_requests=64, log_level="error", random_seed=cfg.seed)
+
+
+def load_weights(engine, state: dict[str, Any], hf_model, model_dir: str) -> None:
+    """Put the actor's weights into the HF model (saved to model_dir) and into the engine."""
+    missing, unexpected = hf_model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if "rotary" not in k]:
+        raise RuntimeError(f"the actor's parameters do not match the model: missing {missing}, unexpected {unexpected}")
+    hf_model.save_pretrained(model_dir)
+    if engine.name == "reference":
+        engine.model.load_state_dict(hf_model.state_dict())
+    else:
+        ok, message = engine.engine.update_weights_from_disk(model_dir)[:2]
+        if not ok:
+            raise RuntimeError(f"SGLang did not load the weights from {model_dir}: {message}")
+
+
+def evaluate(cfg: DemoConfig, engine, model_dir: str, test_file: str, name: str, modes: tuple[str, ...],
+             max_new: int) -> dict[str, Any]:
     from npr.eval import run_eval
     from npr.eval.config import EvalConfig
 
-    ecfg = EvalConfig(benchmarks=({"name": "demo_sum", "source": test_file},), engine=cfg.engine, model=model_dir,
-                      modes=modes, n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new, max_branches=5,
+    ecfg = EvalConfig(benchmarks=({"name": BENCHMARK, "source": test_file},), engine=cfg.engine, model=model_dir,
+                      modes=modes, n=1, temperature=0.0, top_p=1.0, max_new_tokens=max_new, max_branches=MAX_BRANCHES,
                       seed=cfg.seed, pass_k=(1,), output_dir=os.path.join(cfg.output_dir, "eval", name),
-                      dtype="float32", progress=False,
-                      engine_args={"mem_fraction_static": 0.3, "max_total_tokens": 8192} if cfg.engine == "sglang" else {})
-    return run_eval(ecfg)
+                      dtype="float32", progress=False)
+    return run_eval(ecfg, engine=engine)
 
 
 def metrics_row(name: str, summary: dict) -> dict[str, Any]:
-    res = summary["results"]["demo_sum"]
+    res = summary["results"][BENCHMARK]
     par = res.get("parallel", {})
     row = {"phase": name, "accuracy": par.get("avg_at_k"), "trigger_rate": par.get("trigger_rate"),
            "mean_width": par.get("mean_width"), "tokens": par.get("tokens_per_response"),
            "critical_path": par.get("critical_path_per_response")}
     if "sequential" in res:
         row["sequential_accuracy"] = res["sequential"].get("avg_at_k")
-    sp = (summary.get("speedup") or {}).get("demo_sum")
-    if sp:
-        row["wall_speedup"] = sp.get("wall_speedup")
+    speed = (summary.get("speedup") or {}).get(BENCHMARK)
+    if speed:
+        row["wall_speedup"] = speed.get("wall_speedup")
     return row
+
+
+def measure_speedup(model, tokenizer, problems: list[dict], max_new: int) -> dict[str, Any]:
+    """Wall-clock speed-up of fork-join decoding over decoding the same tokens sequentially: each problem is
+    decoded greedily by the reference fork-join decoder (batch 1), then its linearised ids are replayed
+    by the same decoder in sequential mode (ForcedTokens). A trajectory that did not stop by itself is
+    skipped. Returns the summed times, their ratio and the ideal ratio (total / critical-path tokens)."""
+    from npr.decoding import Decoder, DecodingConfig, ForcedTokens, SamplingParams
+
+    greedy = SamplingParams(temperature=0.0)
+    fork_join = Decoder(model, tokenizer, DecodingConfig(max_branches=MAX_BRANCHES, max_new_tokens=max_new))
+    prompts = [prompt_ids(tokenizer, p["question"]) for p in problems]
+    fork_join.generate(prompts[:1], greedy)  # warm-up, untimed
+    fj_s = seq_s = 0.0
+    total = critical = count = 0
+    for prompt in prompts:
+        t = time.perf_counter()
+        [result] = fork_join.generate([prompt], greedy)
+        fj_time = time.perf_counter() - t
+        if result.finish_reason != "stop":
+            continue
+        n = result.stats["total_tokens"]
+        sequential = Decoder(model, tokenizer, DecodingConfig(max_new_tokens=n + 8, max_total_tokens=n + 8,
+                                                              parallel=False))
+        forced = ForcedTokens(result.token_ids[:-1], tokenizer.eos_token_id)
+        t = time.perf_counter()
+        [replay] = sequential.generate([prompt], greedy, processors=[forced])
+        seq_time = time.perf_counter() - t
+        if list(replay.token_ids) != list(result.token_ids):
+            raise RuntimeError("the sequential replay decoded other ids than the fork-join trajectory")
+        fj_s, seq_s, count = fj_s + fj_time, seq_s + seq_time, count + 1
+        total, critical = total + n, critical + result.stats["critical_path_tokens"]
+    return {"problems": count, "fork_join_s": round(fj_s, 3), "sequential_s": round(seq_s, 3),
+            "speedup": seq_s / fj_s if fj_s else None, "ideal": total / critical if critical else None}
+
+
+# -- Stage 3 -----------------------------------------------------------------------------------------------
+def papo_iteration(worker, engine, tokenizer, templates, problems: list[dict], cfg: DemoConfig, max_new: int,
+                   seed: int, step: int) -> dict[str, Any]:
+    """Rollouts of each problem (papo_group each) from the engine, Stage-3 rewards, npr_papo advantages, one
+    actor update. Returns the iteration's record, with the engine-vs-actor log-prob gap on its rollouts."""
+    import torch
+
+    from npr.eval.engines import Sampling
+    from reward import stage_reward
+    from verl_npr.batch import Sample, make_data_proto
+    from verl_npr.papo import compute_papo_advantage
+
+    prompts = [prompt_ids(tokenizer, p["question"]) for p in problems for _ in range(cfg.papo_group)]
+    sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=max_new, max_branches=MAX_BRANCHES)
+    outputs = engine.generate(prompts, sampling, "parallel", seed)
+    samples, rewards = [], []
+    for i, out in enumerate(outputs):
+        traj = out.trajectory
+        layout = traj.layout(templates.tags)
+        samples.append(Sample(list(traj.prompt_ids), list(traj.token_ids), layout,
+                              bool(layout.is_valid) and traj.finish_reason == "stop", list(traj.logprobs)))
+        rewards.append(float(stage_reward(out.text, problems[i // cfg.papo_group]["answer"], stage="papo")["score"]))
+    data = make_data_proto(samples, tokenizer.pad_token_id)
+    mask = data.batch["response_mask"]
+    token_rewards = torch.zeros(mask.shape, dtype=torch.float32)
+    for row, sample in enumerate(samples):
+        token_rewards[row, len(sample.response_ids) - 1] = rewards[row]
+    advantages, _ = compute_papo_advantage(token_rewards, mask, index=[i // cfg.papo_group for i in range(len(samples))])
+    engine_lp = data.batch["rollout_log_probs"].float()
+    trainer_lp = actor_log_probs(worker, data)
+    real = torch.zeros(mask.shape, dtype=torch.bool)
+    for row, sample in enumerate(samples):
+        real[row, :len(sample.response_ids)] = True
+    gap = float((trainer_lp - engine_lp)[real].abs().max())
+    set_lr(worker, cfg.papo_lr)
+    metrics = update(worker, data, advantages, engine_lp, step)
+    widths = [out.trajectory.stats.get("max_width", 1) for out in outputs]
+    return {"rollouts": len(samples), "correct": sum(r > 0 for r in rewards) / len(rewards),
+            "mean_reward": sum(rewards) / len(rewards), "valid": sum(s.is_valid for s in samples),
+            "min_width": min(widths), "logprob_gap": gap, **metrics}
 
 
 # -- the pipeline ------------------------------------------------------------------------------------------
@@ -253,7 +404,6 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] | None = None) -> dict[
     import torch
 
     torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     out = cfg.output_dir
@@ -261,20 +411,16 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] | None = None) -> dict[
 
     def phase(name: str, start: float) -> None:
         timings[name] = round(time.perf_counter() - start, 1)
-        log(f"[{time.perf_counter() - t0:6.1f}s] {name} done in {timings[name]:.1f}s")
+        log(f"[{time.perf_counter() - t0:5.0f}s] {name}: done in {timings[name]:.1f}s")
 
-    # 1. task
+    # 1-2. task and model
     start = time.perf_counter()
-    train, test = make_splits(cfg)
+    test = make_test_split(cfg)
+    held_out = {p["question"] for p in test}
     test_file = os.path.join(out, "test.jsonl")
     with open(test_file, "w") as f:
         for p in test:
             f.write(json.dumps({"question": p["question"], "answer": p["answer"]}) + "\n")
-    with open(os.path.join(out, "train_example.json"), "w") as f:
-        json.dump(train[0], f, indent=1)
-    log(f"task: {len(train)} train / {len(test)} held-out problems, {cfg.min_numbers}-{cfg.max_numbers} digits, "
-        f"2-4 chunks; e.g. {train[0]['question']!r} -> plans {train[0]['plans']}")
-    # 2. model
     init_dir = os.path.join(out, "model-init")
     prepared = make_model(cfg, init_dir)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -284,117 +430,105 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] | None = None) -> dict[
 
     tokenizer = AutoTokenizer.from_pretrained(init_dir)
     templates = Templates.from_tokenizer(tokenizer)
-    golds = [gold_sample(templates, tokenizer, p) for p in train]
-    if not all(g.is_valid for g in golds):
-        raise RuntimeError("a gold trajectory has an invalid layout: the task builder is broken")
-    max_new = max(len(g.response_ids) for g in golds) + 16
-    log(f"model: tiny Qwen3 ({cfg.num_layers} layers, hidden {cfg.hidden_size}), {len(tokenizer)} tokens, "
-        f"tags prepared by npr.prepare (ids {prepared.tag_ids.guideline_open}..); gold responses "
-        f"<= {max_new - 16} tokens")
-    phase("task+model", start)
+    rng = random.Random(f"demo-train-{cfg.seed}")
+    example = train_problems(random.Random(f"demo-example-{cfg.seed}"), replace(cfg, min_numbers=cfg.max_numbers),
+                             held_out, 1)[0]
+    longest = gold_sample(templates, tokenizer, example)
+    max_new = len(longest.response_ids) + 24
+    with open(os.path.join(out, "train_example.json"), "w") as f:
+        json.dump({**example, "response": tokenizer.decode(longest.response_ids)}, f, indent=1)
+    log(f"task: {cfg.num_test} held-out problems + fresh training problems of {cfg.min_numbers}-{cfg.max_numbers} "
+        f"keyed digits in chunks of {cfg.chunk_size}; e.g. {example['question']!r} ->\n"
+        + tokenizer.decode(longest.response_ids).replace("\n", "\n    ").join(["    ", ""]))
+    log(f"model: tiny random Qwen3 ({cfg.num_layers} layers, hidden {cfg.hidden_size}), {len(tokenizer)} tokens, the "
+        f"eight tags added by npr.prepare (ids {min(prepared.tag_ids.as_dict().values())}-{max(prepared.tag_ids.as_dict().values())})")
+    hf = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32).eval()
+    engine = make_engine(cfg, init_dir)
+    phase(f"task, model and {cfg.engine} engine", start)
+    try:
+        report = _phases(cfg, engine, hf, tokenizer, templates, rng, test, test_file, init_dir, max_new, log, phase,
+                         make_data_proto)
+    finally:
+        engine.close()
+    report.update(timings_s=timings, total_s=round(time.perf_counter() - t0, 1))
+    write_outputs(cfg, report, log)
+    return report
+
+
+def _phases(cfg, engine, hf, tokenizer, templates, rng, test, test_file, init_dir, max_new, log, phase,
+            make_data_proto) -> dict[str, Any]:
+    import torch
+
+    held_out = {p["question"] for p in test}
 
     start = time.perf_counter()
-    before = evaluate(cfg, init_dir, test_file, "before_sft", ("parallel",), max_new)
-    rows = [metrics_row("untrained", before)]
+    rows = [metrics_row("untrained", evaluate(cfg, engine, init_dir, test_file, "untrained", ("parallel",), max_new))]
     log(f"eval untrained: accuracy {rows[-1]['accuracy']:.0%}, trigger rate {rows[-1]['trigger_rate']:.0%}")
     phase("eval untrained", start)
 
     # 3. Stage 2: parallel SFT through verl's actor
     start = time.perf_counter()
-    import verl  # noqa: F401  (loads the plugin: platform cpu, attention npr, npr_papo)
+    import verl  # noqa: F401  (its plugin entry point registers platform cpu, attention npr, npr_papo)
 
-    import math
-
-    # verl needs every batch (SFT, PAPO, the NLL probe of 32) divisible by the micro-batch size
-    worker = make_worker(init_dir, cfg.sft_batch, math.gcd(cfg.sft_batch, cfg.papo_prompts * cfg.papo_group, 32),
-                         cfg.sft_lr)
+    # verl needs every batch (SFT, PAPO rollouts) to be a multiple of the micro-batch size
+    worker = make_worker(init_dir, cfg, math.gcd(cfg.sft_batch, cfg.papo_prompts * cfg.papo_group))
     log(f"verl ActorRolloutRefWorker (fsdp2, cpu platform, attention npr) ready in {time.perf_counter() - start:.1f}s")
-    rng = random.Random(cfg.seed + 1)
     sft_log = []
-    step, t_sft = 0, time.perf_counter()
-    while step < cfg.sft_max_steps and time.perf_counter() - t_sft < cfg.sft_budget_s:
-        batch = rng.sample(golds, cfg.sft_batch)
-        data = make_data_proto(batch, tokenizer.pad_token_id)
+    t_sft = time.perf_counter()
+    for step in range(1, cfg.sft_steps + 1):
+        golds = [gold_sample(templates, tokenizer, p) for p in train_problems(rng, cfg, held_out, cfg.sft_batch)]
+        data = make_data_proto(golds, tokenizer.pad_token_id)
         mask = data.batch["response_mask"].float()
         m = update(worker, data, mask.clone(), torch.zeros_like(mask), step)
-        step += 1
-        if step % 10 == 0 or step == 3:
-            lp = actor_log_probs(worker, make_data_proto(golds[:32], tokenizer.pad_token_id))
-            mm = make_data_proto(golds[:32], tokenizer.pad_token_id).batch["response_mask"].float()
-            nll = float(-(lp * mm).sum() / mm.sum())
-            sft_log.append({"step": step, "nll": nll, "s": round(time.perf_counter() - t_sft, 1)})
-            log(f"  SFT step {step}: train NLL {nll:.3f} ({time.perf_counter() - t_sft:.0f}s)")
-    log(f"Stage 2: {step} verl actor updates of {cfg.sft_batch} gold trajectories")
-    hf = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32).eval()
-    sync_weights(worker, hf)
-    sft_dir = os.path.join(out, "model-sft")
-    hf.save_pretrained(sft_dir)
+        if step % 20 == 0 or step in (1, cfg.sft_steps):
+            sft_log.append({"step": step, "grad_norm": m.get("grad_norm"), "lr": m.get("lr"),
+                            "s": round(time.perf_counter() - t_sft, 1)})
+        if step % 50 == 0 or step == cfg.sft_steps:
+            nll = float(-(actor_log_probs(worker, data) * mask).sum() / mask.sum())
+            sft_log[-1]["nll"] = nll
+            log(f"  SFT step {step}/{cfg.sft_steps}: token-mean NLL of the batch just trained on {nll:.3f} "
+                f"({time.perf_counter() - t_sft:.0f}s)")
+    sft_dir = os.path.join(cfg.output_dir, "model-sft")
     tokenizer.save_pretrained(sft_dir)
-    phase("stage 2 SFT", start)
+    load_weights(engine, actor_state(worker), hf, sft_dir)
+    phase(f"Stage 2: {cfg.sft_steps} verl actor updates of {cfg.sft_batch} gold trajectories", start)
 
     start = time.perf_counter()
-    after_sft = evaluate(cfg, sft_dir, test_file, "after_sft", ("parallel", "sequential"), max_new)
+    after_sft = evaluate(cfg, engine, sft_dir, test_file, "after_sft", ("parallel", "sequential"), max_new)
     rows.append(metrics_row("after SFT", after_sft))
+    rows[-1]["latency"] = measure_speedup(hf, tokenizer, test[:cfg.speed_problems], max_new)
     log(f"eval after SFT: accuracy {rows[-1]['accuracy']:.0%}, trigger rate {rows[-1]['trigger_rate']:.0%}, "
-        f"speed-up {rows[-1].get('wall_speedup') or 0:.2f}x")
+        f"fork-join vs sequential replay of the same tokens {rows[-1]['latency']['speedup'] or 0:.2f}x "
+        f"(ideal {rows[-1]['latency']['ideal'] or 0:.2f}x)")
     phase("eval after SFT", start)
 
     # 4. Stage 3: PAPO on fork-join rollouts
     start = time.perf_counter()
-    from npr.decoding import Decoder, DecodingConfig, SamplingParams
-    from reward import grade
-    from verl_npr.batch import Sample
-    from verl_npr.papo import compute_papo_advantage
-
-    set_lr(worker, cfg.papo_lr)
-    decoder = Decoder(hf, tokenizer, DecodingConfig(max_branches=5, max_new_tokens=max_new))
-    papo_log, logprob_gaps = [], []
-    for it in range(cfg.papo_steps):
-        problems = rng.sample(train, cfg.papo_prompts)
-        prompts = [prompt_ids(tokenizer, p["question"]) for p in problems for _ in range(cfg.papo_group)]
-        results = decoder.generate(prompts, SamplingParams(temperature=1.0, seed=cfg.seed * 1000 + it))
-        samples = [Sample.from_decoded(r) for r in results]
-        rewards = [1.0 if grade(r.text, problems[i // cfg.papo_group]["answer"]) else -1.0
-                   for i, r in enumerate(results)]
-        data = make_data_proto(samples, tokenizer.pad_token_id)
-        mask = data.batch["response_mask"]
-        lengths = [len(s.response_ids) for s in samples]
-        token_rewards = torch.zeros_like(mask, dtype=torch.float32)
-        for row, (n, r) in enumerate(zip(lengths, rewards)):
-            token_rewards[row, n - 1] = r
-        adv, _ = compute_papo_advantage(token_rewards, mask, index=[i // cfg.papo_group for i in range(len(samples))])
-        engine_lp = data.batch["rollout_log_probs"]
-        trainer_lp = actor_log_probs(worker, data)
-        real = torch.zeros_like(mask, dtype=torch.bool)
-        for row, n in enumerate(lengths):
-            real[row, :n] = True
-        gap = float((trainer_lp - engine_lp)[real].abs().max())
-        logprob_gaps.append(gap)
-        m = update(worker, data, adv, engine_lp, 10_000 + it)
-        sync_weights(worker, hf)
-        acc = sum(r > 0 for r in rewards) / len(rewards)
-        widths = [r.stats["max_width"] for r in results]
-        papo_log.append({"iteration": it, "reward_accuracy": acc, "valid": sum(s.is_valid for s in samples),
-                         "max_width": max(widths), "logprob_gap": gap, **m})
-        log(f"  PAPO {it}: {len(samples)} rollouts, accuracy {acc:.0%}, valid {papo_log[-1]['valid']}, "
-            f"engine vs trainer max |dlogp| {gap:.1e}")
-    papo_dir = os.path.join(out, "model-papo")
-    hf.save_pretrained(papo_dir)
+    papo_dir = os.path.join(cfg.output_dir, "model-papo")
     tokenizer.save_pretrained(papo_dir)
-    phase("stage 3 PAPO", start)
+    papo_log = []
+    for it in range(cfg.papo_steps):
+        problems = train_problems(rng, cfg, held_out, cfg.papo_prompts)
+        record = papo_iteration(worker, engine, tokenizer, templates, problems, cfg, max_new,
+                                seed=cfg.seed * 1000 + it, step=cfg.sft_steps + 1 + it)
+        load_weights(engine, actor_state(worker), hf, papo_dir)
+        papo_log.append({"iteration": it + 1, **record})
+        log(f"  PAPO {it + 1}/{cfg.papo_steps}: {record['rollouts']} rollouts, correct {record['correct']:.0%}, "
+            f"valid {record['valid']}, engine vs actor max |dlogp| {record['logprob_gap']:.1e}")
+    if not cfg.papo_steps:
+        load_weights(engine, actor_state(worker), hf, papo_dir)
+    phase(f"Stage 3: {cfg.papo_steps} PAPO updates", start)
 
     start = time.perf_counter()
-    after_papo = evaluate(cfg, papo_dir, test_file, "after_papo", ("parallel", "sequential"), max_new)
+    after_papo = evaluate(cfg, engine, papo_dir, test_file, "after_papo", ("parallel", "sequential"), max_new)
     rows.append(metrics_row("after PAPO", after_papo))
+    rows[-1]["latency"] = measure_speedup(hf, tokenizer, test[:cfg.speed_problems], max_new)
     log(f"eval after PAPO: accuracy {rows[-1]['accuracy']:.0%}, trigger rate {rows[-1]['trigger_rate']:.0%}")
     phase("eval after PAPO", start)
-
-    report = {"config": asdict(cfg), "rows": rows, "sft": {"steps": step, "log": sft_log}, "papo": papo_log,
-              "max_logprob_gap": max(logprob_gaps) if logprob_gaps else None, "timings_s": timings,
-              "total_s": round(time.perf_counter() - t0, 1),
-              "after_sft_widths": _widths(os.path.join(out, "eval", "after_sft"))}
-    write_outputs(cfg, report, log)
-    return report
+    gaps = [r["logprob_gap"] for r in papo_log]
+    return {"config": asdict(cfg), "rows": rows, "sft": {"steps": cfg.sft_steps, "log": sft_log}, "papo": papo_log,
+            "max_logprob_gap": max(gaps) if gaps else None,
+            "after_sft_widths": _widths(os.path.join(cfg.output_dir, "eval", "after_sft"))}
 
 
 def _widths(folder: str) -> list[list[int]]:
@@ -405,13 +539,13 @@ def _widths(folder: str) -> list[list[int]]:
 
 def format_table(rows: list[dict]) -> str:
     fmt = lambda v, pct=True: "-" if v is None else (f"{v:.0%}" if pct else f"{v:.1f}")  # noqa: E731
-    lines = ["| phase | accuracy | trigger rate | mean width | tokens | critical path | speed-up |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| phase | accuracy (parallel) | accuracy (sequential) | trigger rate | mean width | tokens | "
+             "critical path | fork-join speed-up (same tokens) |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        sp = r.get("wall_speedup")
-        lines.append(f"| {r['phase']} | {fmt(r['accuracy'])} | {fmt(r['trigger_rate'])} | "
-                     f"{fmt(r['mean_width'], False)} | {fmt(r['tokens'], False)} | {fmt(r['critical_path'], False)} | "
-                     f"{'-' if sp is None else f'{sp:.2f}x'} |")
+        sp, ideal = (r.get("latency") or {}).get("speedup"), (r.get("latency") or {}).get("ideal")
+        lines.append(f"| {r['phase']} | {fmt(r['accuracy'])} | {fmt(r.get('sequential_accuracy'))} | "
+                     f"{fmt(r['trigger_rate'])} | {fmt(r['mean_width'], False)} | {fmt(r['tokens'], False)} | "
+                     f"{fmt(r['critical_path'], False)} | {'-' if sp is None else f'{sp:.2f}x (ideal {ideal:.2f}x)'} |")
     return "\n".join(lines)
 
 
@@ -419,8 +553,7 @@ def write_outputs(cfg: DemoConfig, report: dict, log: Callable[[str], None]) -> 
     from npr.eval.view import load_record, render_html, render_terminal
 
     out = cfg.output_dir
-    samples = os.path.join(out, "eval", "after_papo", "samples.jsonl")
-    record = load_record(samples, 0, {"mode": "parallel"})
+    record = load_record(os.path.join(out, "eval", "after_papo", "samples.jsonl"), 0, {"mode": "parallel"})
     with open(os.path.join(out, "trajectory.html"), "w", encoding="utf-8") as f:
         f.write(render_html(record))
     log("\none held-out trajectory after PAPO (also trajectory.html):\n" + render_terminal(record))
@@ -434,7 +567,8 @@ def write_outputs(cfg: DemoConfig, report: dict, log: Callable[[str], None]) -> 
     except ImportError as err:  # matplotlib is an optional extra
         log(f"(no plots: {err})")
     log("\n" + table)
-    log(f"engine vs trainer log-probs on the PAPO rollouts: max |diff| {report['max_logprob_gap']:.1e}")
+    if report["max_logprob_gap"] is not None:
+        log(f"engine vs verl actor log-probs on the PAPO rollouts: max |diff| {report['max_logprob_gap']:.1e}")
     log(f"total {report['total_s']:.0f}s: " + ", ".join(f"{k} {v:.0f}s" for k, v in report["timings_s"].items()))
     log(f"outputs in {out}/ (summary.md, report.json, plots/, trajectory.html, eval/*/report.md)")
 
@@ -447,30 +581,24 @@ def make_plots(report: dict, out: str) -> None:
 
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
     rows = report["rows"]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     names = [r["phase"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
     axes[0].bar(names, [100 * (r["accuracy"] or 0) for r in rows], color="tab:blue")
-    axes[0].set_title("held-out accuracy (%)")
+    axes[0].set_title("held-out accuracy, parallel (%)")
     axes[1].bar(names, [100 * (r["trigger_rate"] or 0) for r in rows], color="tab:green")
     axes[1].set_title("parallel trigger rate (%)")
-    axes[0].set_ylim(0, 100)
-    axes[1].set_ylim(0, 100)
+    for ax in axes[:2]:
+        ax.set_ylim(0, 100)
     x = range(len(rows))
     axes[2].bar([i - 0.2 for i in x], [r["tokens"] or 0 for r in rows], 0.4, label="total tokens")
     axes[2].bar([i + 0.2 for i in x], [r["critical_path"] or 0 for r in rows], 0.4, label="critical path")
     axes[2].set_xticks(list(x), names)
     axes[2].legend()
     axes[2].set_title("tokens per response")
+    sft = [e for e in report["sft"]["log"] if "nll" in e]
+    axes[3].plot([e["step"] for e in sft], [e["nll"] for e in sft], marker="o")
+    axes[3].set_xlabel("verl actor update")
+    axes[3].set_title("Stage 2: NLL of the batch")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "plots", "demo.png"), dpi=100)
     plt.close(fig)
-    log = report["sft"]["log"]
-    if log:
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot([e["step"] for e in log], [e["nll"] for e in log], marker="o")
-        ax.set_xlabel("verl actor step")
-        ax.set_ylabel("train NLL")
-        ax.set_title("Stage 2 parallel SFT")
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "plots", "sft_loss.png"), dpi=100)
-        plt.close(fig)

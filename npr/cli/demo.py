@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from npr.cli.generate import script_spec
 
@@ -15,11 +16,13 @@ from npr.cli.generate import script_spec
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="only the consistency check on a random model (no verl needed; --script/--prompt/--json)")
-    parser.add_argument("--fast", action="store_true", help="the pipeline at test-suite size (about 1.5 min)")
+    parser.add_argument("--fast", action="store_true",
+                        help="the pipeline at test-suite size (shorter problems, 200 SFT steps; about 1.5 min)")
     parser.add_argument("--engine", choices=["reference", "sglang"], default="reference",
-                        help="the fork-join engine of the evaluations")
+                        help="the fork-join engine of the evaluations and the PAPO rollouts")
     parser.add_argument("--output-dir", default="out/demo")
-    parser.add_argument("--sft-budget-s", type=float, default=None, help="wall-clock budget of Stage 2")
+    parser.add_argument("--sft-steps", type=int, default=None, help="Stage-2 actor updates (default 400; --fast 200)")
+    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 4; --fast 2)")
     parser.add_argument("--script", type=script_spec, default="3,5/4,4,6",
                         help="branch lengths per block, e.g. '3,5/4,4,6'; '' decodes without a script")
     parser.add_argument("--prompt", default="What is 6 times 7? Think in parallel.")
@@ -33,22 +36,42 @@ def describe_script(spec: str) -> str:
     return "no script: the random model decodes freely (it rarely writes a tag, so expect no fork)"
 
 
+PIPELINE_GROUP = "npr.pipelines"
+
+
+def load_pipeline(name: str = "demo"):
+    """The host plugin's pipeline module, found through the `npr.pipelines` entry points (so `npr` imports no
+    host plugin by name). Raises ImportError, with the fix, when it or its host is missing."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=PIPELINE_GROUP) if ep.name == name]
+    if not found:
+        raise ImportError(f"no '{name}' entry point in group {PIPELINE_GROUP} (reinstall the package: pip install -e .)")
+    return found[0].load()
+
+
 def run(args: argparse.Namespace) -> int:
     if args.quick:
         return run_quick(args)
-    try:  # the pipeline is verl_npr's (npr itself imports no host; this lazy import is the one exception)
-        from verl_npr.demo import FAST, DemoConfig, run_demo, setup_env
-
-        setup_env()  # verl's platform is chosen on its first import
+    try:
+        pipeline = load_pipeline()
+        pipeline.setup_env()  # verl's platform is chosen on its first import
         import verl  # noqa: F401
     except ImportError as err:
         print(f"npr demo: the pipeline needs verl ({err}); run `bash scripts/demo.sh` (it builds the pinned "
-              "environment with scripts/setup_env.sh), or `npr demo --quick` for the consistency check alone")
+              "environment with scripts/setup_env.sh), or `npr demo --quick` for the consistency check alone",
+              file=sys.stderr)
         return 2
-    kwargs = dict(FAST) if args.fast else {}
-    if args.sft_budget_s is not None:
-        kwargs["sft_budget_s"] = args.sft_budget_s
-    report = run_demo(DemoConfig(output_dir=args.output_dir, seed=args.seed, engine=args.engine, **kwargs))
+    kwargs = dict(pipeline.FAST) if args.fast else {}
+    for name in ("sft_steps", "papo_steps"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    try:
+        config = pipeline.DemoConfig(output_dir=args.output_dir, seed=args.seed, engine=args.engine, **kwargs)
+    except ValueError as err:
+        print(f"npr demo: error: {err}", file=sys.stderr)
+        return 2
+    report = pipeline.run_demo(config)
     return 0 if report["rows"] else 1
 
 
