@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the fork-join engine of the evaluations and the PAPO rollouts")
     parser.add_argument("--output-dir", default="out/demo")
     parser.add_argument("--sft-steps", type=int, default=None, help="Stage-2 actor updates (default 400; --fast 200)")
-    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 4; --fast 2)")
+    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 8; --fast 2)")
     parser.add_argument("--script", type=script_spec, default="3,5/4,4,6",
                         help="branch lengths per block, e.g. '3,5/4,4,6'; '' decodes without a script")
     parser.add_argument("--prompt", default="What is 6 times 7? Think in parallel.")

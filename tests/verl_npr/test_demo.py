@@ -114,3 +114,12 @@ def test_bad_settings_name_the_value_and_the_fix():
         DemoConfig(min_numbers=3, max_numbers=6, chunk_size=3)
     with pytest.raises(ValueError, match="papo_group >= 2"):
         DemoConfig(papo_group=1)
+
+
+def test_the_cli_reports_a_bad_setting_before_any_work(tmp_path):
+    proc = run_python("import sys; from npr.cli import main; "
+                      f"sys.exit(main(['demo', '--sft-steps', '0', '--output-dir', {str(tmp_path / 'out')!r}]))",
+                      env={"VERL_USE_EXTERNAL_PLUGINS": None}, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "npr demo: error: sft_steps must be >= 1, got 0" in proc.stderr
+    assert not (tmp_path / "out").exists()
