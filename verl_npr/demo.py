@@ -20,6 +20,7 @@ Every phase is seeded and runs a fixed number of steps, so the outcome does not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -46,11 +47,11 @@ class DemoConfig:
     max_numbers: int = 12
     chunk_size: int = 3
     num_test: int = 32
-    sft_steps: int = 400
+    sft_steps: int = 340
     sft_batch: int = 32
     sft_lr: float = 3e-3
     sft_warmup: int = 20
-    papo_steps: int = 8
+    papo_steps: int = 4
     papo_prompts: int = 2
     papo_group: int = 16
     papo_lr: float = 1e-5
@@ -167,6 +168,24 @@ def make_model(cfg: DemoConfig, path: str):
 
 
 # -- verl's actor, in this process -------------------------------------------------------------------------
+def quiet_hosts() -> None:
+    """Keep the demo's progress readable: no weight-loading progress bars, no warnings about optional verl
+    engines (torchtitan, megatron, ...) that a CPU run never uses. verl's start-up prints go to verl.log."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".* engine is not available")
+    for message in ("Only CUDA", "Triton is not supported"):  # SGLang on a CPU (its subprocesses: make_engine)
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # a deprecation note on each update
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a requirement
+        pass
+
+
 def setup_env() -> None:
     """verl picks its platform on first import: the plugin's cpu platform, one local rank."""
     os.environ.setdefault("VERL_PLATFORM", "cpu")
@@ -274,7 +293,9 @@ def make_engine(cfg: DemoConfig, model_dir: str):
 
     if cfg.engine == "reference":
         return ReferenceEngine(model_dir, "cpu", "float32")
-    # SGLang's real engine on the CPU: scheduler subprocess, KV pool, the NPR backend over torch_native
+    # SGLang's real engine on the CPU: scheduler subprocess, KV pool, the NPR backend over torch_native.
+    # Its subprocesses warn at import that CUDA-only quantizations and Triton are unavailable: not for a CPU run.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:Only CUDA:UserWarning,ignore:Triton is not supported:UserWarning")
     return SGLangEngine(model_dir, attention_backend="npr", disable_overlap_schedule=True, device="cpu",
                         disable_cuda_graph=True, dtype="float32", mem_fraction_static=0.3, max_total_tokens=16384,
                         max_running_requests=64, log_level="error", random_seed=cfg.seed,
@@ -402,6 +423,7 @@ def run_demo(cfg: DemoConfig, log: Callable[[str], None] | None = None) -> dict[
     """Run every phase; returns the report (also written to output_dir/report.json)."""
     log = log or (lambda line: print(line, flush=True))
     setup_env()
+    quiet_hosts()
     import torch
 
     torch.manual_seed(cfg.seed)
@@ -472,7 +494,9 @@ def _phases(cfg, engine, hf, tokenizer, templates, rng, test, test_file, init_di
     import verl  # noqa: F401  (its plugin entry point registers platform cpu, attention npr, npr_papo)
 
     # verl needs every batch (SFT, PAPO rollouts) to be a multiple of the micro-batch size
-    worker = make_worker(init_dir, cfg, math.gcd(cfg.sft_batch, cfg.papo_prompts * cfg.papo_group))
+    with open(os.path.join(cfg.output_dir, "verl.log"), "a") as verl_log, \
+            contextlib.redirect_stdout(verl_log), contextlib.redirect_stderr(verl_log):
+        worker = make_worker(init_dir, cfg, math.gcd(cfg.sft_batch, cfg.papo_prompts * cfg.papo_group))
     log(f"verl ActorRolloutRefWorker (fsdp2, cpu platform, attention npr) ready in {time.perf_counter() - start:.1f}s")
     sft_log = []
     t_sft = time.perf_counter()
@@ -481,14 +505,13 @@ def _phases(cfg, engine, hf, tokenizer, templates, rng, test, test_file, init_di
         data = make_data_proto(golds, tokenizer.pad_token_id)
         mask = data.batch["response_mask"].float()
         m = update(worker, data, mask.clone(), torch.zeros_like(mask), step)
-        if step % 20 == 0 or step in (1, cfg.sft_steps):
-            sft_log.append({"step": step, "grad_norm": m.get("grad_norm"), "lr": m.get("lr"),
-                            "s": round(time.perf_counter() - t_sft, 1)})
-        if step % 50 == 0 or step == cfg.sft_steps:
+        if step % 25 == 0 or step in (1, cfg.sft_steps):
             nll = float(-(actor_log_probs(worker, data) * mask).sum() / mask.sum())
-            sft_log[-1]["nll"] = nll
-            log(f"  SFT step {step}/{cfg.sft_steps}: token-mean NLL of the batch just trained on {nll:.3f} "
-                f"({time.perf_counter() - t_sft:.0f}s)")
+            sft_log.append({"step": step, "nll": nll, "grad_norm": m.get("grad_norm"), "lr": m.get("lr"),
+                            "s": round(time.perf_counter() - t_sft, 1)})
+            if step % 50 == 0 or step in (1, cfg.sft_steps):
+                log(f"  SFT step {step}/{cfg.sft_steps}: token-mean NLL of the batch just trained on {nll:.3f} "
+                    f"({time.perf_counter() - t_sft:.0f}s)")
     sft_dir = os.path.join(cfg.output_dir, "model-sft")
     tokenizer.save_pretrained(sft_dir)
     load_weights(engine, actor_state(worker), hf, sft_dir)
@@ -540,6 +563,12 @@ def _widths(folder: str) -> list[list[int]]:
     return [r["widths"] for r in read_samples(os.path.join(folder, "samples.jsonl")) if r["mode"] == "parallel"]
 
 
+def _any_correct(samples: str) -> bool:
+    from npr.eval.runner import read_samples
+
+    return any(r["mode"] == "parallel" and r["correct"] for r in read_samples(samples))
+
+
 def format_table(rows: list[dict]) -> str:
     fmt = lambda v, pct=True: "-" if v is None else (f"{v:.0%}" if pct else f"{v:.1f}")  # noqa: E731
     lines = ["| phase | accuracy (parallel) | accuracy (sequential) | trigger rate | mean width | tokens | "
@@ -556,7 +585,10 @@ def write_outputs(cfg: DemoConfig, report: dict, log: Callable[[str], None]) -> 
     from npr.eval.view import load_record, render_html, render_terminal
 
     out = cfg.output_dir
-    record = load_record(os.path.join(out, "eval", "after_papo", "samples.jsonl"), 0, {"mode": "parallel"})
+    samples = os.path.join(out, "eval", "after_papo", "samples.jsonl")
+    # the first held-out problem solved in parallel mode (the first one at all when none is)
+    record = load_record(samples, 0, {"mode": "parallel", "correct": "True"}) if _any_correct(samples) else \
+        load_record(samples, 0, {"mode": "parallel"})
     with open(os.path.join(out, "trajectory.html"), "w", encoding="utf-8") as f:
         f.write(render_html(record))
     log("\none held-out trajectory after PAPO (also trajectory.html):\n" + render_terminal(record))
@@ -598,8 +630,9 @@ def make_plots(report: dict, out: str) -> None:
     axes[2].set_xticks(list(x), names)
     axes[2].legend()
     axes[2].set_title("tokens per response")
-    sft = [e for e in report["sft"]["log"] if "nll" in e]
+    sft = report["sft"]["log"]
     axes[3].plot([e["step"] for e in sft], [e["nll"] for e in sft], marker="o")
+    axes[3].set_yscale("log")
     axes[3].set_xlabel("verl actor update")
     axes[3].set_title("Stage 2: NLL of the batch")
     fig.tight_layout()

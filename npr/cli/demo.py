@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=["reference", "sglang"], default="reference",
                         help="the fork-join engine of the evaluations and the PAPO rollouts")
     parser.add_argument("--output-dir", default="out/demo")
-    parser.add_argument("--sft-steps", type=int, default=None, help="Stage-2 actor updates (default 400; --fast 200)")
-    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 8; --fast 2)")
+    parser.add_argument("--sft-steps", type=int, default=None, help="Stage-2 actor updates (default 340; --fast 200)")
+    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 4; --fast 2)")
     parser.add_argument("--script", type=script_spec, default="3,5/4,4,6",
                         help="branch lengths per block, e.g. '3,5/4,4,6'; '' decodes without a script")
     parser.add_argument("--prompt", default="What is 6 times 7? Think in parallel.")
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pipeline = load_pipeline()
         pipeline.setup_env()  # verl's platform is chosen on its first import
+        pipeline.quiet_hosts()
         import verl  # noqa: F401
     except ImportError as err:
         print(f"npr demo: the pipeline needs verl ({err}); run `bash scripts/demo.sh` (it builds the pinned "

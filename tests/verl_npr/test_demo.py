@@ -48,8 +48,9 @@ def test_sft_learns_the_task_and_every_output_forks_at_least_twice(demo):
     widths = report["after_sft_widths"]
     assert len(widths) == report["config"]["num_test"]
     assert all(w and min(w) >= 2 for w in widths)
-    nll = [e["nll"] for e in report["sft"]["log"] if "nll" in e]
-    assert nll[-1] < 0.5 * nll[0]
+    log = report["sft"]["log"]
+    assert [e["step"] for e in log][:2] == [1, 25] and log[-1]["step"] == report["config"]["sft_steps"]
+    assert log[-1]["nll"] < 0.2 * log[0]["nll"]
 
 
 def test_engine_log_probs_agree_with_the_actors_on_its_own_rollouts(demo):
