@@ -168,7 +168,8 @@ def bench_actor(args) -> list[dict]:
     import tempfile
 
     import verl  # noqa: F401  (loads the plugin)
-    from tests.verl_npr.actor_probe import actor_log_probs, decode, make_config, make_worker
+    from tests.verl_npr.actor_probe import decode, make_config
+    from verl_npr.local_actor import actor_log_probs, make_worker
 
     from npr.tiny import save_tiny
     from verl_npr.batch import Sample, make_data_proto

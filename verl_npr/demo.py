@@ -167,10 +167,11 @@ def make_model(cfg: DemoConfig, path: str):
     return prepared
 
 
-# -- verl's actor, in this process -------------------------------------------------------------------------
+# -- verl's actor, in this process (verl_npr.local_actor) -------------------------------------------------
 def quiet_hosts() -> None:
     """Keep the demo's progress readable: no weight-loading progress bars, no warnings about optional verl
-    engines (torchtitan, megatron, ...) that a CPU run never uses. verl's start-up prints go to verl.log."""
+    engines (torchtitan, megatron, ...) or CUDA-only SGLang kernels that a CPU run never uses. verl's
+    start-up prints go to verl.log."""
     import logging
     import warnings
 
@@ -188,102 +189,40 @@ def quiet_hosts() -> None:
 
 def setup_env() -> None:
     """verl picks its platform on first import: the plugin's cpu platform, one local rank."""
-    os.environ.setdefault("VERL_PLATFORM", "cpu")
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29500 + os.getpid() % 1000), "RANK": "0",
-                       "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
-        os.environ.setdefault(key, value)
+    from verl_npr.local_actor import setup_env as setup
+
+    setup("cpu")
 
 
 def make_worker(model_dir: str, cfg: DemoConfig, micro_batch: int):
-    """verl's ActorRolloutRefWorker (actor role) from its own ppo_trainer config plus the NPR settings."""
-    import torch.distributed as dist
-    from hydra import compose, initialize_config_module
-    from omegaconf import open_dict
-    from verl.workers.engine_workers import ActorRolloutRefWorker
+    """verl's actor on model_dir with the SFT learning rate under verl's cosine schedule (warm-up, then down
+    to a tenth over sft_steps)."""
+    from verl_npr.local_actor import ACTOR, actor_config
+    from verl_npr.local_actor import make_worker as make
 
-    overrides = [
-        f"actor_rollout_ref.model.path={model_dir}",
-        "+actor_rollout_ref.model.override_config.attn_implementation=npr",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.actor.fsdp_config.dtype=float32",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: fp32, reduce_dtype: fp32, buffer_dtype: fp32}",
-        "actor_rollout_ref.actor.use_torch_compile=false",
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={cfg.sft_batch}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro_batch}",
-        "actor_rollout_ref.actor.policy_loss.loss_mode=npr_papo",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "actor_rollout_ref.actor.use_kl_loss=false",
-        "actor_rollout_ref.actor.entropy_coeff=0",
-        f"actor_rollout_ref.actor.optim.lr={cfg.sft_lr}",
-        "actor_rollout_ref.actor.optim.lr_scheduler_type=cosine",
-        f"actor_rollout_ref.actor.optim.lr_warmup_steps={cfg.sft_warmup}",
-        f"actor_rollout_ref.actor.optim.total_training_steps={cfg.sft_steps}",
-        "actor_rollout_ref.actor.optim.min_lr_ratio=0.1",
-        "actor_rollout_ref.actor.optim.clip_grad=1.0",
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro_batch}",
-        "actor_rollout_ref.rollout.n=1",
-        "trainer.device=cpu",
-    ]
-    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
-        config = compose(config_name="ppo_trainer", overrides=overrides)
-    with open_dict(config):
-        config.actor_rollout_ref.model.use_remove_padding = USE_REMOVE_PADDING
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", rank=0, world_size=1)
-    worker = ActorRolloutRefWorker(config.actor_rollout_ref, role="actor")
-    worker.init_model()
-    return worker
-
-
-def _tensordict(data, **meta):
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import left_right_2_no_padding
-
-    data.meta_info["temperature"] = 1.0
-    td = left_right_2_no_padding(data.to_tensordict())
-    tu.assign_non_tensor(td, **meta)
-    return td
+    schedule = [f"{ACTOR}.optim.lr_scheduler_type=cosine", f"{ACTOR}.optim.lr_warmup_steps={cfg.sft_warmup}",
+                f"{ACTOR}.optim.total_training_steps={cfg.sft_steps}", f"{ACTOR}.optim.min_lr_ratio=0.1"]
+    return make(actor_config(model_dir, cfg.sft_batch, micro_batch, lr=cfg.sft_lr, clip_grad=1.0,
+                             use_remove_padding=USE_REMOVE_PADDING, overrides=schedule))
 
 
 def actor_log_probs(worker, data):
-    """[B, R] log-probs of verl's compute_log_prob, padded back to the batch's response columns."""
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import no_padding_2_padding
+    from verl_npr.local_actor import actor_log_probs as log_probs
 
-    td = _tensordict(data.select(deepcopy=True), calculate_entropy=False, compute_loss=False,
-                     use_remove_padding=USE_REMOVE_PADDING)
-    return no_padding_2_padding(tu.get(worker.compute_log_prob(td), "log_probs"), td).float()
+    return log_probs(worker, data, use_remove_padding=USE_REMOVE_PADDING)
 
 
 def update(worker, data, advantages, old_log_probs, step: int) -> dict[str, float]:
-    """One optimizer step of verl's actor with the npr_papo loss on the whole batch."""
-    from verl.utils import tensordict_utils as tu
+    """One actor update with the npr_papo loss on the whole batch: its loss, grad norm and learning rate."""
+    from verl_npr.local_actor import update as step_actor
 
-    data.batch["advantages"] = advantages
-    data.batch["old_log_probs"] = old_log_probs
-    size = len(data)
-    td = _tensordict(data, calculate_entropy=False, global_batch_size=size, mini_batch_size=size, epochs=1, seed=step,
-                     dataloader_kwargs={"shuffle": False}, compute_loss=True, use_remove_padding=USE_REMOVE_PADDING)
-    metrics = tu.get(worker.update_actor(td), "metrics")
+    metrics = step_actor(worker, data, advantages, old_log_probs, seed=step, use_remove_padding=USE_REMOVE_PADDING)
     out = {}
-    for key, value in metrics.items():
-        if key in ("actor/pg_loss", "actor/grad_norm", "actor/lr"):
-            value = value[-1] if isinstance(value, list) else value
-            out[key.split("/")[1]] = float(value)
+    for key in ("actor/pg_loss", "actor/grad_norm", "actor/lr"):
+        value = metrics.get(key)
+        if value is not None:
+            out[key.split("/")[1]] = float(value[-1] if isinstance(value, list) else value)
     return out
-
-
-def set_lr(worker, lr: float) -> None:
-    """The learning rate of the next update (verl's scheduler resets it after each step)."""
-    for group in worker.actor.engine.optimizer.param_groups:
-        group["lr"] = lr
-
-
-def actor_state(worker) -> dict[str, Any]:
-    """The actor's full parameters (fsdp2 on one rank) as plain tensors, keyed as the HF model's."""
-    state = worker.actor.engine.module.state_dict()
-    return {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in state.items()}
 
 
 # -- the fork-join engine ----------------------------------------------------------------------------------
@@ -410,6 +349,8 @@ def papo_iteration(worker, engine, tokenizer, templates, problems: list[dict], c
     for row, sample in enumerate(samples):
         real[row, :len(sample.response_ids)] = True
     gap = float((trainer_lp - engine_lp)[real].abs().max())
+    from verl_npr.local_actor import set_lr
+
     set_lr(worker, cfg.papo_lr)
     metrics = update(worker, data, advantages, engine_lp, step)
     widths = [out.trajectory.stats.get("max_width", 1) for out in outputs]
@@ -482,6 +423,8 @@ def _phases(cfg, engine, hf, tokenizer, templates, rng, test, test_file, init_di
             make_data_proto) -> dict[str, Any]:
     import torch
 
+    from verl_npr.local_actor import actor_state
+
     held_out = {p["question"] for p in test}
 
     start = time.perf_counter()
@@ -517,16 +460,19 @@ def _phases(cfg, engine, hf, tokenizer, templates, rng, test, test_file, init_di
     load_weights(engine, actor_state(worker), hf, sft_dir)
     phase(f"Stage 2: {cfg.sft_steps} verl actor updates of {cfg.sft_batch} gold trajectories", start)
 
-    start = time.perf_counter()
-    after_sft = evaluate(cfg, engine, sft_dir, test_file, "after_sft", ("parallel", "sequential"), max_new)
-    rows.append(metrics_row("after SFT", after_sft))
-    rows[-1]["latency"] = measure_speedup(hf, tokenizer, test[:cfg.speed_problems], max_new)
-    latency = rows[-1]["latency"]
-    log(f"eval after SFT: accuracy {rows[-1]['accuracy']:.0%}, trigger rate {rows[-1]['trigger_rate']:.0%}; "
-        + (f"fork-join vs a sequential replay of the same tokens {latency['speedup']:.2f}x (ideal "
-           f"{latency['ideal']:.2f}x) on {latency['problems']} problems" if latency["problems"]
-           else "no trajectory stopped by itself, so no speed-up was measured"))
-    phase("eval after SFT", start)
+    def evaluate_trained(name: str, folder: str, model_dir: str) -> None:
+        """Both modes on the held-out split, plus the fork-join speed-up on its first problems."""
+        start = time.perf_counter()
+        rows.append(metrics_row(name, evaluate(cfg, engine, model_dir, test_file, folder, ("parallel", "sequential"),
+                                               max_new)))
+        latency = rows[-1]["latency"] = measure_speedup(hf, tokenizer, test[:cfg.speed_problems], max_new)
+        log(f"eval {name}: accuracy {rows[-1]['accuracy']:.0%}, trigger rate {rows[-1]['trigger_rate']:.0%}; "
+            + (f"fork-join vs a sequential replay of the same tokens {latency['speedup']:.2f}x (ideal "
+               f"{latency['ideal']:.2f}x) on {latency['problems']} problems" if latency["problems"]
+               else "no trajectory stopped by itself, so no speed-up was measured"))
+        phase(f"eval {name}", start)
+
+    evaluate_trained("after SFT", "after_sft", sft_dir)
 
     # 4. Stage 3: PAPO on fork-join rollouts
     start = time.perf_counter()
@@ -545,12 +491,7 @@ def _phases(cfg, engine, hf, tokenizer, templates, rng, test, test_file, init_di
         load_weights(engine, actor_state(worker), hf, papo_dir)
     phase(f"Stage 3: {cfg.papo_steps} PAPO updates", start)
 
-    start = time.perf_counter()
-    after_papo = evaluate(cfg, engine, papo_dir, test_file, "after_papo", ("parallel", "sequential"), max_new)
-    rows.append(metrics_row("after PAPO", after_papo))
-    rows[-1]["latency"] = measure_speedup(hf, tokenizer, test[:cfg.speed_problems], max_new)
-    log(f"eval after PAPO: accuracy {rows[-1]['accuracy']:.0%}, trigger rate {rows[-1]['trigger_rate']:.0%}")
-    phase("eval after PAPO", start)
+    evaluate_trained("after PAPO", "after_papo", papo_dir)
     gaps = [r["logprob_gap"] for r in papo_log]
     return {"config": asdict(cfg), "rows": rows, "sft": {"steps": cfg.sft_steps, "log": sft_log}, "papo": papo_log,
             "max_logprob_gap": max(gaps) if gaps else None,

@@ -144,6 +144,35 @@ def test_tile_built_block_mask_skips_sibling_tiles(tags):
     assert torch.equal(render_block_mask(bm)[0, 0], dense_mask(layout))
 
 
+def _three_sequences(sym, tags):
+    """Two forked layouts and a plain one, of different lengths (packing and padding both matter)."""
+    return [build_layout(sym(TWO_BRANCHES), tags, 3), build_layout(sym(THREE_AND_TWO), tags, 1),
+            build_layout(sym("P P a b c"), tags, 2)]
+
+
+def _structured_logits(model, seqs, mode: str) -> list[torch.Tensor]:
+    """Per-sequence logits of one forward with attention "npr" reading the structure kwargs: one packed row,
+    or a right-padded batch that also carries a 2-D padding mask (verl's padded path; it must not matter)."""
+    kw = attention_kwargs(seqs)
+    structure = {key: kw[key] for key in STRUCTURE_KEYS}
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = "npr"
+    try:
+        if mode == "packed":
+            logits = model(input_ids=torch.cat([x.token_ids for x in seqs])[None], position_ids=kw["position_ids"],
+                           attention_mask=None, **structure).logits[0]
+            return list(torch.split(logits, [len(x) for x in seqs]))
+        longest = max(len(x) for x in seqs)
+        pad = lambda t: torch.nn.functional.pad(t, (0, longest - len(t)))  # noqa: E731
+        mask2d = torch.stack([pad(torch.ones(len(x), dtype=torch.long)) for x in seqs])
+        logits = model(input_ids=torch.stack([pad(x.token_ids) for x in seqs]),
+                       position_ids=torch.stack([pad(x.position_ids) for x in seqs]), attention_mask=mask2d,
+                       **structure).logits
+        return [logits[i, :len(x)] for i, x in enumerate(seqs)]
+    finally:
+        model.config._attn_implementation = previous
+
+
 def _tiny_logprobs(model, **inputs):
     with torch.no_grad():
         return torch.log_softmax(model(**inputs).logits.double(), -1)
@@ -154,29 +183,11 @@ def test_attention_reads_kwargs_and_ignores_transformers_masks(model64, sym, tag
     """The attention "npr" with attention_kwargs equals, per sequence, a forward with the explicit dense
     mask; a 2-D padding mask passed alongside (verl's padded path) must not change anything."""
     register_attention()
-    seqs = [build_layout(sym(TWO_BRANCHES), tags, 3), build_layout(sym(THREE_AND_TWO), tags, 1),
-            build_layout(sym("P P a b c"), tags, 2)]
+    seqs = _three_sequences(sym, tags)
     want = [_tiny_logprobs(model64, input_ids=x.token_ids[None], position_ids=x.position_ids[None],
                            attention_mask=dense_mask(x)[None, None])[0] for x in seqs]
-    kw = attention_kwargs(seqs)
-    structure = {key: kw[key] for key in STRUCTURE_KEYS}
-    previous = model64.config._attn_implementation
-    model64.config._attn_implementation = "npr"
-    try:
-        if mode == "packed":
-            got = _tiny_logprobs(model64, input_ids=torch.cat([x.token_ids for x in seqs])[None],
-                                 position_ids=kw["position_ids"], attention_mask=None, **structure)[0]
-            got = list(torch.split(got, [len(x) for x in seqs]))
-        else:
-            longest = max(len(x) for x in seqs)
-            pad = lambda t: torch.nn.functional.pad(t, (0, longest - len(t)))  # noqa: E731
-            mask2d = torch.stack([pad(torch.ones(len(x), dtype=torch.long)) for x in seqs])
-            out = _tiny_logprobs(model64, input_ids=torch.stack([pad(x.token_ids) for x in seqs]),
-                                 position_ids=torch.stack([pad(x.position_ids) for x in seqs]),
-                                 attention_mask=mask2d, **structure)
-            got = [out[i, :len(x)] for i, x in enumerate(seqs)]
-    finally:
-        model64.config._attn_implementation = previous
+    with torch.no_grad():
+        got = [torch.log_softmax(x.double(), -1) for x in _structured_logits(model64, seqs, mode)]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-9)
 
@@ -186,8 +197,7 @@ def test_attention_gradients_equal_per_sequence_gradients(model64, sym, tags, mo
     """Training goes through the same path: the parameter gradients of a packed row or a padded batch
     (structure kwargs, segments concatenated on CPU) equal those of each sequence under its explicit mask."""
     register_attention()
-    seqs = [build_layout(sym(TWO_BRANCHES), tags, 3), build_layout(sym(THREE_AND_TWO), tags, 1),
-            build_layout(sym("P P a b c"), tags, 2)]
+    seqs = _three_sequences(sym, tags)
     params = [p for p in model64.parameters() if p.requires_grad]
 
     def grads(loss):
@@ -202,24 +212,8 @@ def test_attention_gradients_equal_per_sequence_gradients(model64, sym, tags, mo
                          attention_mask=dense_mask(x)[None, None]).logits[0, :-1]
         g = grads(total(logits, x))
         want = g if want is None else [a + b for a, b in zip(want, g)]
-    kw = attention_kwargs(seqs)
-    structure = {key: kw[key] for key in STRUCTURE_KEYS}
-    previous = model64.config._attn_implementation
-    model64.config._attn_implementation = "npr"
-    try:
-        if mode == "packed":
-            logits = model64(input_ids=torch.cat([x.token_ids for x in seqs])[None], position_ids=kw["position_ids"],
-                             **structure).logits[0]
-            pieces = torch.split(logits, [len(x) for x in seqs])
-        else:
-            longest = max(len(x) for x in seqs)
-            pad = lambda t: torch.nn.functional.pad(t, (0, longest - len(t)))  # noqa: E731
-            logits = model64(input_ids=torch.stack([pad(x.token_ids) for x in seqs]),
-                             position_ids=torch.stack([pad(x.position_ids) for x in seqs]), **structure).logits
-            pieces = [logits[i, :len(x)] for i, x in enumerate(seqs)]
-        got = grads(sum(total(p[:-1], x) for p, x in zip(pieces, seqs)))
-    finally:
-        model64.config._attn_implementation = previous
+    pieces = _structured_logits(model64, seqs, mode)
+    got = grads(sum(total(p[:-1], x) for p, x in zip(pieces, seqs)))
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-9)
 

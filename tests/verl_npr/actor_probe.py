@@ -3,19 +3,18 @@
 and print one JSON line: the actor's log-probs (packed and padded) against the decoder's, and the
 loss and grad norm of one `npr_papo` update against a hand computation. Not a test module: the tests
 run it in a fresh interpreter (`python -m tests.verl_npr.actor_probe`), as verl wants its platform
-chosen before it is first used. Also the setup shared with benchmarks/bench_structured_attention.py."""
+chosen before it is first used. The actor is driven through verl_npr.local_actor; `decode` and
+`make_config` are shared with benchmarks/bench_structured_attention.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 
-os.environ.setdefault("VERL_PLATFORM", "cpu")
-for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29517", "RANK": "0", "WORLD_SIZE": "1",
-                   "LOCAL_RANK": "0"}.items():
-    os.environ.setdefault(key, value)
+from verl_npr.local_actor import setup_env  # imports no verl
+
+setup_env("cpu", port=29517)
 
 import torch  # noqa: E402
 
@@ -44,68 +43,10 @@ def decode(model_dir: str, scripts=SCRIPTS, num_prompts: int | None = None):
 
 
 def make_config(model_dir: str, batch_size: int, micro_batch_size: int):
-    from hydra import compose, initialize_config_module
-    from omegaconf import open_dict
+    """verl's actor config for the probe: a tiny lr and no clipping, so the update's metrics are the loss's."""
+    from verl_npr.local_actor import actor_config
 
-    overrides = [
-        f"actor_rollout_ref.model.path={model_dir}",
-        "+actor_rollout_ref.model.override_config.attn_implementation=npr",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=false",
-        "actor_rollout_ref.actor.strategy=fsdp2",
-        "actor_rollout_ref.actor.fsdp_config.dtype=float32",
-        "+actor_rollout_ref.actor.fsdp_config.mixed_precision={param_dtype: fp32, reduce_dtype: fp32, buffer_dtype: fp32}",
-        "actor_rollout_ref.actor.use_torch_compile=false",
-        f"actor_rollout_ref.actor.ppo_mini_batch_size={batch_size}",
-        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro_batch_size}",
-        "actor_rollout_ref.actor.policy_loss.loss_mode=npr_papo",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "actor_rollout_ref.actor.use_kl_loss=false",
-        "actor_rollout_ref.actor.entropy_coeff=0",
-        "actor_rollout_ref.actor.optim.lr=1e-7",
-        "actor_rollout_ref.actor.optim.clip_grad=1e9",
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={micro_batch_size}",
-        "actor_rollout_ref.rollout.n=1",
-        "trainer.device=cpu",
-    ]
-    with initialize_config_module(config_module="verl.trainer.config", version_base=None):
-        cfg = compose(config_name="ppo_trainer", overrides=overrides)
-    with open_dict(cfg):
-        cfg.actor_rollout_ref.model.use_remove_padding = True
-    return cfg
-
-
-def make_worker(cfg):
-    import torch.distributed as dist
-    from verl.workers.engine_workers import ActorRolloutRefWorker
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", rank=0, world_size=1)
-    worker = ActorRolloutRefWorker(cfg.actor_rollout_ref, role="actor")
-    worker.init_model()
-    return worker
-
-
-def to_tensordict(data, **meta):
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import left_right_2_no_padding
-
-    data.meta_info["temperature"] = 1.0
-    td = left_right_2_no_padding(data.to_tensordict())
-    tu.assign_non_tensor(td, **meta)
-    return td
-
-
-def actor_log_probs(worker, data, use_remove_padding: bool, max_token_len: int | None = None) -> torch.Tensor:
-    """[B, R] log-probs from verl's compute_log_prob (padded back with verl's own helper); max_token_len
-    switches on verl's dynamic batch size (micro-batches regrouped by token count)."""
-    from verl.utils import tensordict_utils as tu
-    from verl.workers.utils.padding import no_padding_2_padding
-
-    dynamic = {} if max_token_len is None else {"use_dynamic_bsz": True, "max_token_len_per_gpu": max_token_len}
-    td = to_tensordict(data.select(deepcopy=True), calculate_entropy=False, compute_loss=False,
-                       use_remove_padding=use_remove_padding, **dynamic)
-    out = worker.compute_log_prob(td)
-    return no_padding_2_padding(tu.get(out, "log_probs"), td).float()
+    return actor_config(model_dir, batch_size, micro_batch_size, lr=1e-7, clip_grad=1e9, use_remove_padding=True)
 
 
 def hand_update(model_dir: str, samples, advantages) -> tuple[float, float]:
@@ -137,6 +78,7 @@ def main() -> None:
 
     from npr.tiny import save_tiny
     from verl_npr.batch import Sample, make_data_proto
+    from verl_npr.local_actor import actor_log_probs, make_worker, update
 
     with tempfile.TemporaryDirectory() as model_dir:
         save_tiny(model_dir, seed=3)
@@ -178,18 +120,9 @@ def main() -> None:
 
         hand_loss, hand_norm = hand_update(model_dir, samples, ADVANTAGES)
         adv = torch.tensor(ADVANTAGES)[:, None] * data.batch["response_mask"].float()
-        data.batch["advantages"] = adv
-        data.batch["old_log_probs"] = decoder_lp
-        from verl.utils import tensordict_utils as tu
-
-        td = to_tensordict(data, calculate_entropy=False, global_batch_size=len(samples),
-                           mini_batch_size=len(samples), epochs=1, seed=0, dataloader_kwargs={"shuffle": False},
-                           compute_loss=True, use_remove_padding=True)
-        metrics = tu.get(worker.update_actor(td), "metrics")
+        metrics = update(worker, data, adv, decoder_lp, seed=0, use_remove_padding=True)
         report.update(hand_loss=hand_loss, hand_grad_norm=hand_norm,
-                      verl_metrics={k: (v if isinstance(v, (int, float)) else
-                                        (v[0] if isinstance(v, list) and len(v) == 1 else v))
-                                    for k, v in metrics.items() if "loss" in k or "grad_norm" in k or "papo" in k})
+                      verl_metrics={k: v for k, v in metrics.items() if "loss" in k or "grad_norm" in k or "papo" in k})
     print(json.dumps(report))
     sys.stdout.flush()
 
