@@ -173,18 +173,24 @@ def quiet_hosts() -> None:
     engines (torchtitan, megatron, ...) or CUDA-only SGLang kernels that a CPU run never uses. verl's
     start-up prints go to verl.log."""
     import logging
+    import threading
     import warnings
+
+    import datasets
+    import tqdm
+    from transformers.utils import logging as hf_logging
 
     warnings.filterwarnings("ignore", message=r".* engine is not available")
     for message in ("Only CUDA", "Triton is not supported"):  # SGLang on a CPU (its subprocesses: make_engine)
         warnings.filterwarnings("ignore", message=message, category=UserWarning)
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)  # a deprecation note on each update
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a requirement
-        pass
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    # tqdm's default lock holds a multiprocessing semaphore, registered with multiprocessing's resource
+    # tracker; SGLang's shutdown kills every child process, that tracker included, and the tracker relaunched
+    # at exit prints a KeyError traceback (harmless, but it reads like a crash). A thread lock is all the
+    # demo's progress bars (datasets' thread_map) need.
+    tqdm.tqdm.set_lock(threading.RLock())
 
 
 def setup_env() -> None:

@@ -1,25 +1,33 @@
 """`npr demo --fast`: the whole pipeline in miniature (keyed digit sums, a tiny model prepared by
 npr.prepare, Stage 2 and Stage 3 through verl's actor on the cpu platform, evaluation by npr.eval),
-run as a user runs it, in a fresh interpreter; the assertions read the report and files it writes."""
+run as a user runs it, in a fresh interpreter, with each engine (the reference decoder; SGLang's real
+engine with the NPR plugin); the assertions read the report and files it writes."""
 
 import json
 import random
 
 import pytest
 
-from tests.hosts import require_host, run_python
+from tests.hosts import host_unusable_reason, require_host, run_python
 
 pytestmark = [pytest.mark.verl, pytest.mark.slow, pytest.mark.hosts]
 require_host("verl")
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "out"
-    proc = run_python(f"import sys; from npr.cli import main; sys.exit(main(['demo', '--fast', '--output-dir', {str(out)!r}]))",
+@pytest.fixture(scope="module", params=["reference", "sglang"])
+def demo(request, tmp_path_factory):
+    engine = request.param
+    if engine == "sglang" and host_unusable_reason("sglang"):
+        require_host("sglang")  # skips (or fails under NPR_REQUIRE_HOSTS=1) with the reason
+    out = tmp_path_factory.mktemp(f"demo-{engine}") / "out"
+    argv = ["demo", "--fast", "--engine", engine, "--output-dir", str(out)]
+    proc = run_python(f"import sys; from npr.cli import main; sys.exit(main({argv!r}))",
                       env={"VERL_USE_EXTERNAL_PLUGINS": None}, timeout=900)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-4000:]}"
-    return out, json.loads((out / "report.json").read_text()), proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["engine"] == engine
+    return out, report, proc.stdout
 
 
 def test_every_phase_ran_and_wrote_its_outputs(demo):
