@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 from npr.eval.benchmarks import BenchmarkError, get_benchmark
-from npr.eval.engines import ENGINES, MODES, EngineError
+from npr.eval.engines import ENGINES, MODES, EngineError, Sampling
 
 
 class ConfigError(EngineError):
@@ -44,12 +44,13 @@ class EvalConfig:
     api: str = "native"  # engine http: "native" (/generate) or "openai" (/v1/completions)
     modes: tuple[str, ...] = ("parallel", "sequential")
     n: int = 8
-    temperature: float = 1.0
-    top_p: float = 0.7
-    top_k: int = 0
-    max_new_tokens: int = 30000
-    max_total_tokens: int | None = None
-    max_branches: int = 5
+    # the sampling settings: the fields of `Sampling`, with its defaults (the `sampling` property builds it)
+    temperature: float = Sampling.temperature
+    top_p: float = Sampling.top_p
+    top_k: int = Sampling.top_k
+    max_new_tokens: int = Sampling.max_new_tokens
+    max_total_tokens: int | None = Sampling.max_total_tokens
+    max_branches: int = Sampling.max_branches
     seed: int = 0
     pass_k: tuple[int, ...] = (1, 8)
     script: str | None = None  # forced structure ("3,5/4,4,6"): demos and tests on untrained models
@@ -107,6 +108,10 @@ class EvalConfig:
             except ValueError as err:
                 raise ConfigError(f"script: {err}") from None
         object.__setattr__(self, "engine_args", dict(self.engine_args or {}))
+
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(**{f.name: getattr(self, f.name) for f in fields(Sampling)})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

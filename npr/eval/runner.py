@@ -17,7 +17,7 @@ from typing import Any
 
 from npr.eval.benchmarks import Problem, get_benchmark, grade_sample, load_benchmark
 from npr.eval.config import EvalConfig
-from npr.eval.engines import Sampling, make_engine, timed
+from npr.eval.engines import make_engine, timed
 from npr.eval.metrics import speedup, structure_of, summarize_samples
 
 SAMPLES_FILE, SUMMARY_FILE, REPORT_FILE = "samples.jsonl", "summary.json", "report.md"
@@ -138,8 +138,7 @@ def run_eval(config: EvalConfig, engine=None) -> dict[str, Any]:
     if own:
         engine = make_engine(config.engine, model=config.model, url=config.url, device=config.device,
                              dtype=config.dtype, engine_args=dict(config.engine_args), api=config.api)
-    sampling = Sampling(config.temperature, config.top_p, config.top_k, config.max_new_tokens,
-                        config.max_total_tokens, config.max_branches)
+    sampling = config.sampling
     script = None
     if config.script:
         from npr.cli.generate import parse_script
