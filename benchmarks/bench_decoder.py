@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from npr.decoding import Decoder, DecodingConfig, ForcedTokens, SamplingParams, ScriptedStructure  # noqa: E402
+from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure, sequential_replay  # noqa: E402
 from npr.tiny import make_tiny_model, make_tiny_tokenizer  # noqa: E402
 from common import append_rows, git_sha, quantiles  # noqa: E402
 
@@ -120,13 +120,11 @@ def main(argv=None) -> int:
         fork_join = Decoder(model, tokenizer, config)
         fj_times, [fj] = timed(lambda: fork_join.generate([prompt], greedy, script=script), args.repeats)
         total, crit = fj.stats["total_tokens"], fj.stats["critical_path_tokens"]
-        seq_config = DecodingConfig(max_new_tokens=total + 8, max_total_tokens=total + 8, parallel=False)
-        sequential = Decoder(model, tokenizer, seq_config)
-        forced = ForcedTokens(fj.token_ids[:-1], tokenizer.eos_token_id)  # same linearised ids, then EOS
-        seq_times, [seq] = timed(lambda: sequential.generate([prompt], greedy, processors=[forced]), args.repeats)
+        sequential, forced = sequential_replay(model, tokenizer, fj)  # same linearised ids, then EOS
+        seq_times, [seq] = timed(lambda: sequential.generate([prompt], greedy, processors=forced), args.repeats)
         assert seq.token_ids == fj.token_ids, "the sequential replay must decode the same ids"
         fj_step = step_ms(fork_join, prompt, greedy, script=script)
-        seq_step = step_ms(sequential, prompt, greedy, processors=[forced])
+        seq_step = step_ms(sequential, prompt, greedy, processors=forced)
         fj_med, fj_p20, fj_p80 = quantiles(fj_times)
         seq_med, seq_p20, seq_p80 = quantiles(seq_times)
         ideal = total / crit

@@ -292,7 +292,7 @@ def measure_speedup(model, tokenizer, problems: list[dict], max_new: int) -> dic
     decoded greedily by the reference fork-join decoder (batch 1), then its linearised ids are replayed
     by the same decoder in sequential mode (ForcedTokens). A trajectory that did not stop by itself is
     skipped. Returns the summed times, their ratio and the ideal ratio (total / critical-path tokens)."""
-    from npr.decoding import Decoder, DecodingConfig, ForcedTokens, SamplingParams
+    from npr.decoding import Decoder, DecodingConfig, SamplingParams, sequential_replay
 
     greedy = SamplingParams(temperature=0.0)
     fork_join = Decoder(model, tokenizer, DecodingConfig(max_branches=MAX_BRANCHES, max_new_tokens=max_new))
@@ -307,11 +307,9 @@ def measure_speedup(model, tokenizer, problems: list[dict], max_new: int) -> dic
         if result.finish_reason != "stop":
             continue
         n = result.stats["total_tokens"]
-        sequential = Decoder(model, tokenizer, DecodingConfig(max_new_tokens=n + 8, max_total_tokens=n + 8,
-                                                              parallel=False))
-        forced = ForcedTokens(result.token_ids[:-1], tokenizer.eos_token_id)
+        sequential, forced = sequential_replay(model, tokenizer, result)
         t = time.perf_counter()
-        [replay] = sequential.generate([prompt], greedy, processors=[forced])
+        [replay] = sequential.generate([prompt], greedy, processors=forced)
         seq_time = time.perf_counter() - t
         if list(replay.token_ids) != list(result.token_ids):
             raise RuntimeError("the sequential replay decoded other ids than the fork-join trajectory")

@@ -2,7 +2,7 @@
 It drives the engine protocol of `npr.forkjoin` unchanged."""
 
 from npr.decoding.config import DecodingConfig, SamplingParams
-from npr.decoding.decoder import DecodeResult, Decoder
+from npr.decoding.decoder import DecodeResult, Decoder, sequential_replay
 from npr.decoding.scripted import ForcedTokens, ScriptedStructure
 
-__all__ = ["Decoder", "DecodingConfig", "SamplingParams", "ScriptedStructure", "ForcedTokens", "DecodeResult"]
+__all__ = ["Decoder", "DecodingConfig", "SamplingParams", "ScriptedStructure", "ForcedTokens", "DecodeResult", "sequential_replay"]

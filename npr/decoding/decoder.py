@@ -276,3 +276,14 @@ def _make_progress(progress) -> Callable[[dict], None] | None:
                   f"{rate:.1f} steps/s", end="", file=sys.stderr, flush=True)
 
     return report
+
+
+def sequential_replay(model, tokenizer, result: DecodeResult) -> tuple[Decoder, list]:
+    """The baseline of a fork-join speed-up: a sequential-mode Decoder over the same model and the logits
+    processors that make it decode exactly `result`'s linearised ids (then EOS), with room for them. Pass
+    the processors to its `generate` with `result`'s prompt."""
+    from npr.decoding.scripted import ForcedTokens
+
+    room = result.stats["total_tokens"] + 8
+    decoder = Decoder(model, tokenizer, DecodingConfig(max_new_tokens=room, max_total_tokens=room, parallel=False))
+    return decoder, [ForcedTokens(result.token_ids[:-1], tokenizer.eos_token_id)]
