@@ -12,6 +12,7 @@ import torch
 from npr.attention import register_attention
 from npr.layout import Layout
 from npr.masks import attention_kwargs
+from npr.scoring import log_probs
 
 
 def structured_logprobs(model, layouts: Layout | Sequence[Layout]) -> torch.Tensor | list[torch.Tensor]:
@@ -40,7 +41,7 @@ def structured_logprobs(model, layouts: Layout | Sequence[Layout]) -> torch.Tens
         logits = model(ids[None], **kwargs).logits[0]
     finally:
         config._attn_implementation = previous
-    logprobs = torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
+    logprobs = log_probs(logits)
     out = []
     start = 0
     for layout in items:

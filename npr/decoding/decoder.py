@@ -17,7 +17,7 @@ import torch
 
 from npr.decoding.config import DecodingConfig, SamplingParams
 from npr.decoding.runner import ModelRunner
-from npr.decoding.sampler import LogitsProcessor, apply_step_repetition_penalty, make_generator, sample
+from npr.decoding.sampler import LogitsProcessor, apply_step_repetition_penalty, sample_batch
 from npr.decoding.scripted import ScriptedStructure, content_token_ids
 from npr.forkjoin import (
     Finish,
@@ -31,6 +31,7 @@ from npr.forkjoin import (
     derive_seed,
 )
 from npr.layout import Layout
+from npr.scoring import log_probs
 from npr.templates import Templates
 
 
@@ -172,7 +173,7 @@ class _Session:
         index_of = {row: i for i, row in enumerate(keep)}
         step = runner.prepare(works, keep)
         logits = runner.run(step, self.controller.slots.high_water)
-        logprobs = _log_softmax(logits)
+        logprobs = log_probs(logits)
         score_rows, score_tokens = [], []
         for work, flat in zip(works, step.rows):
             for j, token in work.scores:
@@ -212,26 +213,19 @@ class _Session:
                                                         self.config.step_repetition_penalty)
                 out.append(row)
             processed = torch.stack(out)
-        if self.sampling.is_greedy:
-            return torch.argmax(processed, -1).tolist()
-        return [sample(row, self.sampling, self._generator(seq)) for seq, row in zip(seqs, processed)]
-
-    def _generator(self, seq) -> torch.Generator:
-        if seq.engine is None:  # one stream per (call seed, request, block, branch)
-            seed = derive_seed(self.seed, seq.request.req_id, seq.block, seq.branch)
-            seq.engine = make_generator(seed, self.runner.device)
-        return seq.engine
+        rows = len(seqs)
+        sampling, device = self.sampling, processed.device
+        keys = torch.tensor([derive_seed(self.seed, s.request.req_id, s.block, s.branch) for s in seqs], device=device)
+        counters = torch.tensor([len(s.tokens) for s in seqs], device=device)
+        return sample_batch(processed, torch.full((rows,), float(sampling.temperature)),
+                            torch.full((rows,), float(sampling.top_p)), torch.full((rows,), sampling.top_k),
+                            keys, counters).tolist()
 
     def _result(self, trajectory: Trajectory) -> DecodeResult:
         decoder = self.decoder
         layout = trajectory.layout(decoder.templates.tags, self.config.max_branches)
         text = decoder.tokenizer.decode(trajectory.token_ids, skip_special_tokens=False)
         return DecodeResult(**trajectory.to_dict(), text=text, layout=layout)
-
-
-def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Log-probs of raw logits [..., V]: float64 for a float64 model, float32 otherwise."""
-    return torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), -1)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -13,11 +13,7 @@ import torch
 
 from npr.attention import register_attention
 from npr.forkjoin import Work
-
-
-def upcast(logits: torch.Tensor) -> torch.Tensor:
-    """Logits in float32, or float64 when the model runs in float64 (exactness checks)."""
-    return logits if logits.dtype == torch.float64 else logits.float()
+from npr.scoring import upcast
 
 
 class KVPool:

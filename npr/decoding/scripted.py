@@ -71,26 +71,33 @@ class ScriptProcessor:
         self._content = content_ids
         self._content_mask: torch.Tensor | None = None
 
-    def _allow(self, logits: torch.Tensor, token: int) -> torch.Tensor:
-        if token == CONTENT:
-            if self._content_mask is None or self._content_mask.device != logits.device:
-                mask = torch.ones(logits.numel(), dtype=torch.bool, device=logits.device)
-                mask[self._content.to(logits.device)] = False
-                self._content_mask = mask
-            return logits.masked_fill(self._content_mask, float("-inf"))
-        out = torch.full_like(logits, float("-inf"))
-        out[token] = 0.0
-        return out
+    def not_content(self, vocab_size: int, device) -> torch.Tensor:
+        """[V] bool: True where a token may NOT fill a content slot."""
+        if self._content_mask is None or self._content_mask.device != torch.device(device) \
+                or self._content_mask.numel() != vocab_size:
+            mask = torch.ones(vocab_size, dtype=torch.bool, device=device)
+            mask[self._content.to(device)] = False
+            self._content_mask = mask
+        return self._content_mask
 
-    def __call__(self, seq: Seq, logits: torch.Tensor) -> torch.Tensor:
+    def constraint(self, seq: Seq) -> int:
+        """What the script allows `seq` to write next: one token id, or CONTENT (any content token)."""
         if seq.is_trunk:
             index = len(seq.tokens)
-            return self._allow(logits, self.trunk[index] if index < len(self.trunk) else self.eos)
+            return self.trunk[index] if index < len(self.trunk) else self.eos
         block = seq.block - 1
         lengths = self.script.branch_lengths
         wanted = lengths[block][seq.branch - 1] if block < len(lengths) and seq.branch <= len(lengths[block]) else 0
         written = len(seq.tokens) - seq.header_len
-        return self._allow(logits, CONTENT if written < wanted else self.step_close)
+        return CONTENT if written < wanted else self.step_close
+
+    def __call__(self, seq: Seq, logits: torch.Tensor) -> torch.Tensor:
+        token = self.constraint(seq)
+        if token == CONTENT:
+            return logits.masked_fill(self.not_content(logits.numel(), logits.device), float("-inf"))
+        out = torch.full_like(logits, float("-inf"))
+        out[token] = 0.0
+        return out
 
 
 class ForcedTokens:

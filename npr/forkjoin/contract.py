@@ -20,7 +20,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from npr.forkjoin.controller import Finish, ForkJoinController, Seq, Work, WorkResult
+from npr.forkjoin.controller import ForkJoinController
+from npr.forkjoin.state import Finish, Prefilled, Seq, Work, WorkResult
 from npr.forkjoin.limits import Limits
 from npr.schema import TagIds
 from npr.templates import Templates
@@ -57,13 +58,22 @@ class FakeEngine:
     controller: ForkJoinController
     seed: int = 0
     chaos: Chaos = field(default_factory=Chaos)
-    slot_tokens: dict[int, tuple[int, int]] = field(default_factory=dict)  # slot -> (token, position)
+    prefill: bool = False  # run each prompt itself and hand the controller a Prefilled request (SGLang's way)
+    slot_tokens: dict[Any, tuple[int, int]] = field(default_factory=dict)  # slot -> (token, position)
     scripts: dict[Any, list[int]] = field(default_factory=dict)
     num_steps: int = 0
 
-    def add(self, req_id: Any, prompt: Sequence[int], trunk_script: list[int]):
+    def add(self, req_id: Any, prompt: Sequence[int], trunk_script: list[int], limits: Limits | None = None):
         self.scripts[req_id] = trunk_script
-        return self.controller.add_request(req_id, prompt)
+        if not self.prefill:
+            return self.controller.add_request(req_id, prompt, limits)
+        slots = [("prompt", req_id, i) for i in range(len(prompt))]  # the engine's, not the controller's
+        for slot, token, position in zip(slots, prompt, range(len(prompt))):
+            self.slot_tokens[slot] = (token, position)
+        token = self._trunk_choice(req_id, 0)
+        context = [(t, p) for p, t in enumerate(prompt)]
+        first = Prefilled(slots, token, fake_logprob(context, len(prompt) - 1, token))
+        return self.controller.add_request(req_id, prompt, limits, prefilled=first)
 
     def run(self, abort_at: dict[Any, int] | None = None, fail_at: int | None = None,
             max_steps: int = 100_000) -> list[Finish]:
@@ -103,16 +113,19 @@ class FakeEngine:
         return WorkResult(scores=scores, token=token,
                           logprob=fake_logprob(row_context(last), work.positions[last], token))
 
+    def _trunk_choice(self, req_id: Any, index: int) -> int:
+        rng = random.Random(f"{self.seed}:{req_id}:0:0:{index}")
+        script = self.scripts[req_id]
+        wanted = script[index] if index < len(script) else FAKE_EOS
+        if wanted in FAKE_CONTENT and rng.random() < self.chaos.stray:
+            return rng.choice(sorted(FAKE_TAGS.all))
+        return wanted
+
     def _choose(self, seq: Seq) -> int:
         tags = FAKE_TAGS
-        rng = random.Random(f"{self.seed}:{seq.request.req_id}:{seq.block}:{seq.branch}:{len(seq.tokens)}")
         if seq.is_trunk:
-            script = self.scripts[seq.request.req_id]
-            index = len(seq.tokens)
-            wanted = script[index] if index < len(script) else FAKE_EOS
-            if wanted in FAKE_CONTENT and rng.random() < self.chaos.stray:
-                return rng.choice(sorted(tags.all))
-            return wanted
+            return self._trunk_choice(seq.request.req_id, len(seq.tokens))
+        rng = random.Random(f"{self.seed}:{seq.request.req_id}:{seq.block}:{seq.branch}:{len(seq.tokens)}")
         written = len(seq.tokens) - seq.header_len
         length = random.Random(f"{self.seed}:{seq.request.req_id}:{seq.block}:{seq.branch}").randint(0, 12)
         roll = rng.random()
@@ -137,6 +150,37 @@ def random_trunk_script(rng: random.Random, max_branches: int) -> list[int]:
         out += [t.guideline_close, t.takeaway_open] + content(rng.randint(0, 3)) + [t.takeaway_close]
         out += content(rng.randint(0, 2))
     return out + content(rng.randint(0, 3)) + [FAKE_EOS]
+
+
+def random_limits(rng: random.Random) -> Limits:
+    return Limits(max_branches=rng.choice([1, 2, 3, 5]), max_new_tokens=rng.choice([5, 20, 60, 200]),
+                  max_total_tokens=rng.choice([None, 10, 40, 120]), min_fork_budget=rng.choice([0, 4, 8]))
+
+
+# How an engine drives the controller: (feed_limit, prefill, limits per request). The reference decoder
+# feeds whole runs; SGLang prefills each prompt itself, feeds one token per sequence per step and mixes
+# the requests' own limits under one controller.
+FEEDING_MODES = {"whole-runs": (None, False, False), "sglang": (1, True, True), "one-per-step": (1, False, False),
+                 "prefilled": (None, True, True)}
+
+
+def make_random_run(trial: int, mode: str = "whole-runs"):
+    """A randomized run: (controller limits, controller, fake engine, request count, abort steps)."""
+    from npr.forkjoin.slots import SlotManager
+
+    feed_limit, prefill, per_request = FEEDING_MODES[mode]
+    rng = random.Random(trial)
+    limits = random_limits(rng)
+    controller = ForkJoinController(limits, fake_templates(), [FAKE_EOS], SlotManager(rng.choice([None, 60, 200])),
+                                    max_running=rng.choice([None, 2]), feed_limit=feed_limit)
+    engine = FakeEngine(controller, seed=trial, prefill=prefill)
+    count = rng.randint(1, 6)
+    for r in range(count):
+        own = random_limits(rng) if per_request and rng.random() < 0.5 else None
+        engine.add(r, [rng.choice(FAKE_CONTENT) for _ in range(rng.randint(1, 8))],
+                   random_trunk_script(rng, (own or limits).max_branches), limits=own)
+    aborts = {r: rng.randint(0, 40) for r in range(count) if rng.random() < 0.3}
+    return limits, controller, engine, count, aborts
 
 
 def check_finish(finish: Finish, limits: Limits, templates: Templates) -> None:

@@ -7,7 +7,7 @@ lowest-first, so the highest id in use follows the live tokens and a growing KV 
 from __future__ import annotations
 
 import heapq
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from npr.errors import PoolExhaustedError
 
@@ -36,7 +36,8 @@ class SlotManager:
         """One past the highest id ever handed out: the size a KV tensor must have."""
         return self._fresh
 
-    def can_alloc(self, count: int) -> bool:
+    def can_alloc(self, count: int, forks: Sequence[int] = ()) -> bool:
+        """Room for `count` new slots (and for forks of these branch counts: free here, rows elsewhere)."""
         return self.capacity is None or count <= self.capacity - len(self._owner)
 
     def alloc(self, count: int, owner: Any) -> list[int]:
@@ -68,3 +69,32 @@ class SlotManager:
                 raise RuntimeError(f"slot {slot} freed by {owner!r} but owned by {self._owner.get(slot)!r}")
             del self._owner[slot]
             heapq.heappush(self._freed, slot)
+
+
+class SlotCounter:
+    """Slot accounting for an engine that keeps the slot ids on its device (SGLang: every decode row
+    gets its slot from SGLang's allocator and the req_to_token rows are the slot lists). `alloc` hands
+    out anonymous slots (None), so the controller's lists only count; `room(count, forks)` is the
+    engine's own answer to "can this step allocate `count` slots and rows for forks of these widths"."""
+
+    capacity = None
+    high_water = 0
+
+    def __init__(self, room: Callable[[int, Sequence[int]], bool]):
+        self._room = room
+        self.num_used = 0
+
+    def can_alloc(self, count: int, forks: Sequence[int] = ()) -> bool:
+        return self._room(count, forks)
+
+    def alloc(self, count: int, owner: Any) -> list[None]:
+        self.num_used += count
+        return [None] * count
+
+    def transfer(self, slots: Iterable[Any], old: Any, new: Any) -> None:
+        pass
+
+    def free(self, slots: Sequence[Any], owner: Any) -> None:
+        if len(slots) > self.num_used:
+            raise RuntimeError(f"{len(slots)} slots freed by {owner!r} but only {self.num_used} are counted as used")
+        self.num_used -= len(slots)

@@ -9,38 +9,28 @@ from npr.forkjoin import Finish, ForkJoinController, Limits, SlotManager, WorkRe
 from npr.forkjoin.contract import (
     FAKE_CONTENT,
     FAKE_EOS,
+    FEEDING_MODES,
     FakeEngine,
     check_fake_logprobs,
     check_finish,
     fake_templates,
+    make_random_run,
+    random_limits,
     random_trunk_script,
 )
 
 
-def make_run(trial: int):
-    rng = random.Random(trial)
-    limits = Limits(max_branches=rng.choice([1, 2, 3, 5]), max_new_tokens=rng.choice([5, 20, 60, 200]),
-                    max_total_tokens=rng.choice([None, 10, 40, 120]), min_fork_budget=rng.choice([0, 4, 8]))
-    controller = ForkJoinController(limits, fake_templates(), [FAKE_EOS], SlotManager(rng.choice([None, 60, 200])),
-                                    max_running=rng.choice([None, 2]))
-    engine = FakeEngine(controller, seed=trial)
-    count = rng.randint(1, 6)
-    for r in range(count):
-        engine.add(r, [rng.choice(FAKE_CONTENT) for _ in range(rng.randint(1, 8))],
-                   random_trunk_script(rng, limits.max_branches))
-    aborts = {r: rng.randint(0, 40) for r in range(count) if rng.random() < 0.3}
-    return limits, controller, engine, count, aborts
-
-
-@pytest.mark.parametrize("chunk", range(8))
-def test_randomized_runs_keep_every_invariant(chunk):
+@pytest.mark.parametrize("mode", list(FEEDING_MODES))
+@pytest.mark.parametrize("chunk", range(4))
+def test_randomized_runs_keep_every_invariant(chunk, mode):
     seen = {"forks": 0, "aborts": 0, "preemptions": 0, "stray": 0, "refused": 0}
-    for trial in range(chunk * 40, chunk * 40 + 40):
-        limits, controller, engine, count, aborts = make_run(trial)
+    for trial in range(chunk * 80, chunk * 80 + 80):
+        _, controller, engine, count, aborts = make_random_run(trial, mode)
         finishes = engine.run(abort_at=aborts)
         assert sorted(f.request.req_id for f in finishes) == list(range(count)), "each request finishes once"
         assert controller.slots.num_used == 0, "every slot returned"
         for finish in finishes:
+            limits = finish.request.limits
             check_finish(finish, limits, fake_templates())
             if not any("output cut" in note for note in finish.trajectory.notes):
                 check_fake_logprobs(finish, limits, fake_templates())
@@ -56,7 +46,7 @@ def test_randomized_runs_keep_every_invariant(chunk):
 
 @pytest.mark.parametrize("fail_at", [0, 3, 17, 40])
 def test_engine_failure_returns_every_slot(fail_at):
-    limits, controller, engine, count, _ = make_run(1000 + fail_at)
+    limits, controller, engine, count, _ = make_random_run(1000 + fail_at)
     try:
         engine.run(fail_at=fail_at)
     except RuntimeError as err:
@@ -118,3 +108,42 @@ def test_protocol_errors_are_clear():
     assert [w.sample for w in plan.works] == [False]
     [finish] = controller.commit(plan, [WorkResult(scores=[])])
     assert finish.reason == "abort" and controller.slots.num_used == 0 and not controller.has_work
+
+
+def test_how_an_engine_feeds_does_not_change_any_output():
+    """Whole runs, one token per step, engine-prefilled prompts: with no capacity limit or abort in
+    play, every mode gives the same trajectories, token for token and log-prob for log-prob."""
+    for trial in range(60):
+        outputs = {}
+        for mode, (feed_limit, prefill, _) in FEEDING_MODES.items():
+            rng = random.Random(trial)
+            limits = random_limits(rng)
+            controller = ForkJoinController(limits, fake_templates(), [FAKE_EOS], feed_limit=feed_limit)
+            engine = FakeEngine(controller, seed=trial, prefill=prefill)
+            for r in range(rng.randint(1, 4)):
+                engine.add(r, [rng.choice(FAKE_CONTENT) for _ in range(rng.randint(1, 8))],
+                           random_trunk_script(rng, limits.max_branches))
+            finishes = sorted(engine.run(), key=lambda f: f.request.req_id)
+            outputs[mode] = [(f.trajectory.to_dict(), f.positions) for f in finishes]
+        first = outputs["whole-runs"]
+        for mode, got in outputs.items():
+            assert got == first, f"trial {trial}: {mode} differs from whole runs"
+
+
+def test_each_request_keeps_its_own_limits():
+    """One controller, requests with different limits: each output is bounded by its own."""
+    t = fake_templates().tags
+    controller = ForkJoinController(Limits(max_new_tokens=200), fake_templates(), [FAKE_EOS], feed_limit=1)
+    engine = FakeEngine(controller, seed=3, prefill=True)
+    engine.chaos.stray = engine.chaos.eos_in_branch = engine.chaos.nested = 0
+    script = [t.guideline_open] + [t.plan_open, 101, t.plan_close] * 2 + [t.guideline_close] + [102] * 50 + [FAKE_EOS]
+    budgets = {0: None, 1: 12, 2: 30}
+    for r, budget in budgets.items():
+        own = None if budget is None else Limits(max_new_tokens=budget, min_fork_budget=0)
+        engine.add(r, [100, 101], script, limits=own)
+    finishes = {f.request.req_id: f for f in engine.run()}
+    for r, budget in budgets.items():
+        check_finish(finishes[r], finishes[r].request.limits, fake_templates())
+        critical = finishes[r].trajectory.stats["critical_path_tokens"]
+        assert critical <= (budget or 200)
+    assert finishes[1].reason == "length" and finishes[0].reason == "stop"

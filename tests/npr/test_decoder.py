@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure
-from npr.decoding.sampler import make_generator, sample
+from npr.decoding.sampler import sample_batch
 from npr.forkjoin import derive_seed
 from npr import structured_logprobs
 
@@ -242,10 +242,10 @@ def test_branch_seeds_differ_by_branch_index():
     assert len({derive_seed(0, 0, 1, b) for b in range(1, 6)}) == 5
     assert derive_seed(0, 0, 1, 1) == derive_seed(0, 0, 1, 1) != derive_seed(1, 0, 1, 1)
     assert derive_seed(0, 0, 1, 1) != derive_seed(0, 1, 1, 1)  # another request of the same call
-    logits = torch.zeros(1000)
-    params = SamplingParams(temperature=1.0)
-    draws = [[sample(logits, params, g) for _ in range(8)]
-             for g in (make_generator(derive_seed(0, 0, 1, 1), "cpu"), make_generator(derive_seed(0, 0, 1, 2), "cpu"))]
+    logits = torch.zeros(8, 1000)
+    ones, counters = torch.ones(8), torch.arange(8)
+    draws = [sample_batch(logits, ones, ones, torch.zeros(8, dtype=torch.long), torch.full((8,), key), counters).tolist()
+             for key in (derive_seed(0, 0, 1, 1), derive_seed(0, 0, 1, 2))]
     assert draws[0] != draws[1]
 
 
