@@ -1,15 +1,34 @@
-"""Fork-join inside sglang.Engine (backend "npr") vs SGLang's own sequential decoding of the same number
-of tokens (a plain request, ignore_eos, max_new_tokens = the trajectory's total tokens), same engine,
-same run, for scripted workloads (n branches of L tokens) at a few batch sizes.
+"""Fork-join inside sglang.Engine (backend "npr") at serving batch sizes, against stock SGLang decoding
+in the same engine, same run. Each case (batch B, width W: one block of W scripted branches of L tokens
+after a P-token prompt) runs three workloads, each after a cache flush:
 
-Rows go to benchmarks/results/sglang_forkjoin.csv with device, versions, git sha, date, median/p20/p80.
-  python benchmarks/bench_sglang_forkjoin.py                  # CPU, tiny model, torch_native inside npr
+  npr         B fork-join requests (greedy, scripted)
+  same_tokens B plain requests, each decoding as many tokens as its fork-join trajectory (ignore_eos):
+              the sequential answer to the same question (end-to-end ratio, prompt prefill)
+  same_rows   plain requests with the fork-join run's mean rows per decode forward, for as many decode
+              steps: what a stock decode step costs with the same number of rows
+
+and reads the scheduler's counters (`sglang_npr.engine.counters`, via get_server_info) around each:
+  forwards_per_batch   TP-worker forwards per scheduler batch (the design: exactly 1)
+  rows_per_forward     decode rows per decode forward (SGLang's + NPR's)
+  prefill_ratio        extend time of the NPR prompts / of the same prompts as stock requests
+  host_ms_per_step     scheduler time of a decode batch outside the model forward (run_batch +
+                       process_batch_result - forward), NPR vs same_rows
+  step_cost_ratio      scheduler time per decode batch, NPR / same_rows
+  speedup              wall time same_tokens / npr; ideal = total / critical-path tokens; of_ideal = ratio
+  sched_speedup        the same from scheduler busy time (the figure of the issue that asked for this)
+
+Rows go to benchmarks/results/sglang_forkjoin_scale.csv (device, versions, git sha, date). Timings are
+medians of --repeats runs.
+  python benchmarks/bench_sglang_forkjoin.py                       # CPU, tiny model, overlap scheduler on
+  python benchmarks/bench_sglang_forkjoin.py --disable-overlap-schedule --batches 8
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import statistics
 import sys
 import tempfile
 import time
@@ -18,38 +37,84 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import append_rows, git_sha, quantiles  # noqa: E402
+from common import append_rows, cpu_device, git_sha  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sglang_forkjoin.csv"
+RESULTS = Path(__file__).resolve().parent / "results" / "sglang_forkjoin_scale.csv"
 
 
-def setup_case(args, width: int, batch: int):
-    """The shared workload of one case: prompts and NPR sampling params (one block of `width` branches)."""
+def counters(engine) -> dict:
+    states = engine.get_server_info()["internal_states"]
+    return dict(states[0]["npr"])
+
+
+def measured(engine, fn) -> tuple[float, dict, object]:
+    """Wall time of fn(), the counters' change over it, fn's result (after a cache flush)."""
+    engine.flush_cache()
+    before = counters(engine)
+    start = time.perf_counter()
+    out = fn()
+    wall = time.perf_counter() - start
+    after = counters(engine)
+    return wall, {k: after[k] - before[k] for k in after}, out
+
+
+def prompts_for(batch: int, length: int, salt: int) -> list[list[int]]:
+    return [[(7 * i + 13 * j + salt) % 290 + 5 for j in range(length)] for i in range(batch)]
+
+
+def per_step(delta: dict) -> tuple[float, float]:
+    """(scheduler ms per decode batch, of it outside the forward) for one run's counters."""
+    steps = max(delta["decode_forwards"], 1)
+    return 1e3 * delta["decode_busy_s"] / steps, 1e3 * (delta["decode_busy_s"] - delta["decode_forward_s"]) / steps
+
+
+def run_case(engine, args, batch: int, width: int, salt: int) -> dict:
     from sglang_npr.client import npr_sampling_params
 
-    prompts = [[(7 * i + j) % 300 + 3 for j in range(args.prefix)] for i in range(batch)]
+    prompts = prompts_for(batch, args.prompt_len, salt)
     script = [[args.branch_len] * width]
-    params = npr_sampling_params({"max_new_tokens": args.branch_len + 64, "temperature": 0.0}, script=script,
-                                 max_branches=max(width, 1), max_total_tokens=width * (args.branch_len + 8) + 64)
-    return prompts, params
-
-
-def timed(fn, repeats: int) -> tuple[list[float], object]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return times, out
+    budget = width * (args.branch_len + 8) + 64
+    params = npr_sampling_params({"max_new_tokens": budget, "temperature": 0.0}, script=script,
+                                 max_branches=max(width, 1), max_total_tokens=budget)
+    wall, npr, outs = measured(engine, lambda: engine.generate(input_ids=prompts, sampling_params=params))
+    stats = [o["meta_info"]["npr"]["stats"] for o in outs]
+    totals = [s["total_tokens"] for s in stats]
+    plain = [{"max_new_tokens": t, "temperature": 0.0, "ignore_eos": True} for t in totals]
+    wall_seq, seq, _ = measured(engine, lambda: engine.generate(input_ids=prompts, sampling_params=plain))
+    steps = npr["decode_forwards"]
+    rows = max(1, round(npr["decode_rows"] / max(steps, 1)))
+    same = {"max_new_tokens": steps, "temperature": 0.0, "ignore_eos": True}
+    _, rows_run, _ = measured(engine, lambda: engine.generate(input_ids=prompts_for(rows, args.prompt_len, salt + 1),
+                                                              sampling_params=[same] * rows))
+    step_ms, host_ms = per_step(npr)
+    stock_step_ms, stock_host_ms = per_step(rows_run)
+    total, critical = sum(totals), sum(s["critical_path_tokens"] for s in stats)
+    ideal = total / critical
+    return {
+        "forwards_per_batch": npr["forwards"] / max(npr["batches"], 1),
+        "rows_per_forward": npr["decode_rows"] / max(steps, 1),
+        "stock_rows_per_forward": rows_run["decode_rows"] / max(rows_run["decode_forwards"], 1),
+        "npr_prefill_s": npr["extend_busy_s"], "stock_prefill_s": seq["extend_busy_s"],
+        "prefill_ratio": npr["extend_busy_s"] / max(seq["extend_busy_s"], 1e-9),
+        "prefill_forwards": npr["extend_forwards"], "stock_prefill_forwards": seq["extend_forwards"],
+        "step_ms": step_ms, "stock_step_ms": stock_step_ms, "step_cost_ratio": step_ms / stock_step_ms,
+        "host_ms_per_step": host_ms, "stock_host_ms_per_step": stock_host_ms,
+        "host_ratio": host_ms / max(stock_host_ms, 1e-9),
+        "npr_host_ms_per_step": 1e3 * npr["npr_host_s"] / max(steps, 1),
+        "total_tokens": total, "critical_path_tokens": critical, "ideal": ideal,
+        "wall_s": wall, "sequential_wall_s": wall_seq, "speedup": wall_seq / wall, "of_ideal": wall_seq / wall / ideal,
+        "sched_speedup": (seq["decode_busy_s"] + seq["extend_busy_s"]) / (npr["decode_busy_s"] + npr["extend_busy_s"]),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prefix", type=int, default=16)
-    parser.add_argument("--branch-len", type=int, default=24)
+    parser.add_argument("--prompt-len", type=int, default=256)
+    parser.add_argument("--branch-len", type=int, default=32)
     parser.add_argument("--widths", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--disable-overlap-schedule", action="store_true")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
 
@@ -61,31 +126,29 @@ def main() -> None:
 
     path = save_tiny(tempfile.mkdtemp(prefix="npr-bench-"))
     engine = sglang.Engine(model_path=path, device="cpu", attention_backend="npr", disable_cuda_graph=True,
-                           dtype="float32", mem_fraction_static=0.3, max_total_tokens=32768, max_running_requests=64,
-                           disable_overlap_schedule=True, log_level="error", random_seed=0)
+                           dtype="float32", mem_fraction_static=0.3, max_total_tokens=65536, max_running_requests=256,
+                           disable_overlap_schedule=args.disable_overlap_schedule, log_level="error", random_seed=0)
     rows = []
+    device = cpu_device()
     try:
+        run_case(engine, args, 2, 2, salt=999)  # warm-up
         for batch in args.batches:
             for width in args.widths:
-                prompts, params = setup_case(args, width, batch)
-                engine.generate(input_ids=prompts, sampling_params=params)  # warm-up
-                fj_times, outs = timed(lambda: engine.generate(input_ids=prompts, sampling_params=params), args.repeats)
-                stats = [o["meta_info"]["npr"]["stats"] for o in outs]
-                totals = [s["total_tokens"] for s in stats]
-                plain = [{"max_new_tokens": t, "temperature": 0.0, "ignore_eos": True} for t in totals]
-                seq_times, _ = timed(lambda: engine.generate(input_ids=prompts, sampling_params=plain), args.repeats)
-                total, critical = sum(totals), sum(s["critical_path_tokens"] for s in stats)
-                fj, seq = quantiles(fj_times), quantiles(seq_times)
-                for provider, (median, p20, p80) in (("fork_join_npr", fj), ("sequential_sglang", seq)):
-                    rows.append({
-                        "device": "cpu", "torch": torch.__version__, "transformers": transformers.__version__,
-                        "sglang": sglang.__version__, "git_sha": git_sha(), "date": datetime.date.today().isoformat(),
-                        "model": "tiny", "prefix": args.prefix, "width": width, "branch_len": args.branch_len,
-                        "batch": batch, "total_tokens": total, "critical_path_tokens": critical, "provider": provider,
-                        "median_s": round(median, 4), "p20_s": round(p20, 4), "p80_s": round(p80, 4),
-                        "tokens_per_s": round(total / median, 1), "speedup_vs_sequential": round(seq[0] / median, 3)})
-                print(f"batch {batch} width {width}: {total} tokens, fork-join {fj[0]:.3f}s, sequential {seq[0]:.3f}s, "
-                      f"ratio {seq[0] / fj[0]:.2f}")
+                runs = [run_case(engine, args, batch, width, salt=r) for r in range(args.repeats)]
+                result = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                rows.append({
+                    "device": device, "torch": torch.__version__, "transformers": transformers.__version__,
+                    "sglang": sglang.__version__, "git_sha": git_sha(), "date": datetime.date.today().isoformat(),
+                    "model": "tiny", "overlap": not args.disable_overlap_schedule, "prompt_len": args.prompt_len,
+                    "branch_len": args.branch_len, "batch": batch, "width": width, "repeats": args.repeats,
+                    **{k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}})
+                r = result
+                print(f"batch {batch:2d} width {width}: fwd/batch {r['forwards_per_batch']:.2f}, rows/fwd "
+                      f"{r['rows_per_forward']:.1f}, prefill x{r['prefill_ratio']:.2f}, step x{r['step_cost_ratio']:.2f} "
+                      f"({r['step_ms']:.1f} vs {r['stock_step_ms']:.1f} ms), host x{r['host_ratio']:.2f} "
+                      f"({r['host_ms_per_step']:.2f} vs {r['stock_host_ms_per_step']:.2f} ms), speed-up "
+                      f"{r['speedup']:.2f} of ideal {r['ideal']:.2f} ({r['of_ideal']:.2f}), sched {r['sched_speedup']:.2f}",
+                      flush=True)
     finally:
         engine.shutdown()
     if not args.no_save:

@@ -26,9 +26,9 @@ def server_refusal(server_args: Any) -> str | None:
     if getattr(server_args, "attention_backend", None) != "npr":
         return (f"the server runs attention backend {getattr(server_args, 'attention_backend', None)!r}; start it "
                 "with --attention-backend npr (sglang.Engine(attention_backend='npr'))")
-    if not getattr(server_args, "disable_overlap_schedule", False):
-        return ("fork-join runs only with the overlap scheduler off; start the server with --disable-overlap-schedule "
-                "(sglang.Engine(disable_overlap_schedule=True))")
+    if (getattr(server_args, "page_size", 1) or 1) > 1:
+        return (f"fork-join needs --page-size 1 (branch rows grow one slot at a time), got "
+                f"{server_args.page_size}; start the server with --page-size 1")
     if getattr(server_args, "speculative_algorithm", None):
         return "speculative decoding is not supported with fork-join; start the server without --speculative-algorithm"
     for name in ("tp_size", "pp_size", "dp_size"):

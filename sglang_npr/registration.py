@@ -20,17 +20,25 @@ def _patch_modules(on_cpu: bool) -> list:
     from sglang_npr.patches import (
         cpu_release_memory,
         cpu_rotary,
+        internal_state,
+        logits_capture,
         meta_info_streamer,
         meta_info_tokenizer,
+        positions,
         request_intake,
         scheduler_abort,
         scheduler_idle,
+        scheduler_overlap,
         scheduler_queue,
+        scheduler_result,
+        scheduler_run,
         scheduler_step,
         server_info,
+        worker_forward,
     )
 
-    modules = [server_info, request_intake, scheduler_queue, scheduler_step, scheduler_idle, scheduler_abort,
+    modules = [server_info, internal_state, request_intake, scheduler_queue, scheduler_step, scheduler_run, scheduler_result,
+               scheduler_overlap, scheduler_idle, scheduler_abort, worker_forward, logits_capture, positions,
                meta_info_streamer, meta_info_tokenizer]
     if on_cpu:
         modules += [cpu_rotary, cpu_release_memory]

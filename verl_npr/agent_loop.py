@@ -107,9 +107,6 @@ def check_config(config: Any) -> NprRolloutSettings:
         if _get(rollout, "skip_tokenizer_init"):
             problems.append("actor_rollout_ref.rollout.skip_tokenizer_init=true: set it to false (the fork-join engine "
                             "reads the tag ids from SGLang's tokenizer)")
-        if not _get(sglang_kwargs, "disable_overlap_schedule"):
-            problems.append("actor_rollout_ref.rollout.engine_kwargs.sglang.disable_overlap_schedule: set it to true "
-                            "(fork-join runs with SGLang's overlap scheduler off)")
     if problems:
         raise ValueError(f"agent loop {NAME!r} cannot run with this config:\n  " + "\n  ".join(problems))
     return NprRolloutSettings.from_rollout_config(rollout)

@@ -164,8 +164,9 @@ FEEDING_MODES = {"whole-runs": (None, False, False), "sglang": (1, True, True), 
                  "prefilled": (None, True, True)}
 
 
-def make_random_run(trial: int, mode: str = "whole-runs"):
-    """A randomized run: (controller limits, controller, fake engine, request count, abort steps)."""
+def make_random_run(trial: int, mode: str = "whole-runs", rid=lambda r: r):
+    """A randomized run: (controller limits, controller, fake engine, request count, abort steps).
+    `rid(r)`: the id of request r (SGLang's are strings)."""
     from npr.forkjoin.slots import SlotManager
 
     feed_limit, prefill, per_request = FEEDING_MODES[mode]
@@ -177,9 +178,9 @@ def make_random_run(trial: int, mode: str = "whole-runs"):
     count = rng.randint(1, 6)
     for r in range(count):
         own = random_limits(rng) if per_request and rng.random() < 0.5 else None
-        engine.add(r, [rng.choice(FAKE_CONTENT) for _ in range(rng.randint(1, 8))],
+        engine.add(rid(r), [rng.choice(FAKE_CONTENT) for _ in range(rng.randint(1, 8))],
                    random_trunk_script(rng, (own or limits).max_branches), limits=own)
-    aborts = {r: rng.randint(0, 40) for r in range(count) if rng.random() < 0.3}
+    aborts = {rid(r): rng.randint(0, 40) for r in range(count) if rng.random() < 0.3}
     return limits, controller, engine, count, aborts
 
 

@@ -1,4 +1,5 @@
 """Fork-join decoding inside SGLang's scheduler process, driven by `npr.forkjoin` (the controller decides
-every step; this package computes and reports): SGLang's own KV allocator behind the controller's slot
-manager, one decode forward over per-token rows whose slot lists are exactly what the controller lets
-each token see, and the outputs handed back to SGLang's output streamer."""
+every step; this package computes and reports): prompts prefill in SGLang's own extend, the rows of
+every live sequence ride SGLang's decode batch (req_to_token rows aliased at forks, concatenated at
+joins, slots from SGLang's allocator), their tokens are chosen on the device in one batch, and the
+outputs go back through SGLang's output streamer."""

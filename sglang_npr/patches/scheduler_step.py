@@ -1,27 +1,23 @@
-"""Scheduler loop: each iteration, before SGLang picks its own next batch, the NPR engine runs one
-fork-join step (one forward) for all NPR requests. A failing step aborts every NPR request with the
-error and gives all their KV back; SGLang's own requests go on."""
+"""Scheduler loop: when SGLang has no batch of its own to run but NPR requests are decoding, the next
+batch is an otherwise empty decode batch, which the NPR step rides through SGLang's own run_batch,
+model runner and (on GPU) decode graph. One forward per iteration either way."""
 
 from __future__ import annotations
 
-import logging
-
 TARGET = "sglang.srt.managers.scheduler.Scheduler.get_next_batch_to_run"
-logger = logging.getLogger(__name__)
 
 
-def step_npr_first(original, self, *args, **kwargs):
+def npr_batch_if_idle(original, self, *args, **kwargs):
+    plan = original(self, *args, **kwargs)
     engine = getattr(self, "_npr_engine", None)
-    if engine is not None and engine.has_work:
-        try:
-            engine.step()
-        except Exception as exc:  # noqa: BLE001 - report to the clients, keep the server alive
-            logger.exception("NPR fork-join step failed")
-            engine.release_all(f"NPR fork-join step failed: {type(exc).__name__}: {exc}")
-    return original(self, *args, **kwargs)
+    if plan.batch_to_run is None and engine is not None and engine.has_decode_work:
+        from sglang_npr.engine.tail import empty_decode_batch
+
+        plan.batch_to_run = empty_decode_batch(self)
+    return plan
 
 
 def install() -> None:
     from sglang.srt.plugins.hook_registry import HookRegistry, HookType
 
-    HookRegistry.register(TARGET, step_npr_first, HookType.AROUND)
+    HookRegistry.register(TARGET, npr_batch_if_idle, HookType.AROUND)

@@ -24,7 +24,7 @@ def test_sglang_engine_matches_reference_decoder(model_path, tmp_path):
     source = write_fixture(tmp_path)
     reference = greedy_config(source, tmp_path / "ref", model_path)
     run_eval(reference, engine=ReferenceEngine(model_path, "cpu", "float32"))
-    engine = SGLangEngine(model_path, attention_backend="npr", disable_overlap_schedule=True, **CPU_ENGINE_ARGS)
+    engine = SGLangEngine(model_path, attention_backend="npr", **CPU_ENGINE_ARGS)
     try:
         summary = run_eval(greedy_config(source, tmp_path / "sgl", model_path, engine="sglang"), engine=engine)
     finally:

@@ -45,7 +45,7 @@ def launch_server(model_path: str, log_path, env, attention_backend: str = "npr"
         [sys.executable, "-m", "sglang.launch_server", "--model-path", model_path, "--host", "127.0.0.1",
          "--port", str(port), "--device", "cpu", "--attention-backend", attention_backend, "--disable-cuda-graph",
          "--dtype", "float32", "--mem-fraction-static", "0.3", "--max-total-tokens", str(max_total_tokens),
-         "--max-running-requests", str(max_running_requests), "--disable-overlap-schedule", "--random-seed", "0", "--log-level", "error"],
+         "--max-running-requests", str(max_running_requests), "--random-seed", "0", "--log-level", "error"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -69,6 +69,21 @@ def launch_server(model_path: str, log_path, env, attention_backend: str = "npr"
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+async def abort_while_paused(engine, rids) -> None:
+    """Abort `rids` on a sglang.Engine while its scheduler is paused in place (SGLang's
+    pause_generation "in_place": no batch runs, messages are still taken). Pause, aborts and continue
+    reach the scheduler in order on one socket, so a request seen running (it streamed a chunk) and
+    with hundreds of steps left is still running when its abort is processed: the abort cannot race
+    the request's own end."""
+    from sglang.srt.managers.io_struct import ContinueGenerationReqInput, PauseGenerationReqInput
+
+    manager = engine.tokenizer_manager
+    await manager.pause_generation(PauseGenerationReqInput(mode="in_place"))
+    for rid in rids:
+        manager.abort_request(rid=rid)
+    await manager.continue_generation(ContinueGenerationReqInput())
 
 
 def save_tiny_model(directory, seed: int = 0) -> str:

@@ -1,6 +1,7 @@
 """The contract of `npr.forkjoin` (tests/forkjoin, `npr.forkjoin.contract`) run against the SGLang
 scheduler integration: randomized scripted structures with randomized, often tight limits (refused
-forks, budgets running out mid-branch or at a join) and aborts, in one batch on the real sglang.Engine.
+forks, budgets running out mid-branch or at a join) and aborts (sent while the scheduler is paused, so
+they cannot race a request's end), in one batch on the real sglang.Engine with the overlap scheduler on.
 Every output keeps the per-request invariants (`check_finish`: positions = build_layout's, budgets,
 stats), its log-probs are the trainer's (`npr.structured_logprobs` of its layout, within 1e-4), the
 finished ones equal the reference decoder, and no KV slot or req_to_token row is left behind."""
@@ -16,7 +17,7 @@ from npr.forkjoin import Finish, Limits, Trajectory
 from npr.forkjoin.contract import check_finish
 from sglang_npr.client import npr_sampling_params
 from tests.hosts import require_host
-from tests.sglang_npr.engines import assert_partial_of, cpu_engine, save_tiny_model
+from tests.sglang_npr.engines import abort_while_paused, assert_partial_of, cpu_engine, save_tiny_model
 
 pytestmark = [pytest.mark.sglang, pytest.mark.slow]
 require_host("sglang")
@@ -53,22 +54,32 @@ def runs(model_path):
     rng = random.Random(1234)
     cases = [random_case(rng) for _ in range(NUM_CASES)]
     aborted = {3, 9}
-    for i in aborted:  # long enough to be running when the abort comes
-        cases[i] = {"prompt": cases[i]["prompt"], "script": [[40, 40, 40, 40], [40, 40, 40, 40]],
-                    "limits": {"max_branches": 4, "max_new_tokens": 200, "max_total_tokens": None, "min_fork_budget": 0}}
+    for i in aborted:  # hundreds of steps left when the abort comes (see abort_while_paused)
+        cases[i] = {"prompt": cases[i]["prompt"], "script": [[150, 150, 150, 150], [150, 150, 150, 150]],
+                    "limits": {"max_branches": 4, "max_new_tokens": 1000, "max_total_tokens": None, "min_fork_budget": 0}}
 
-    with cpu_engine(model_path, "npr", disable_overlap_schedule=True) as engine:
+    with cpu_engine(model_path, "npr") as engine:  # SGLang's defaults: the overlap scheduler runs
         async def run():
-            tasks = []
+            tasks, streams = [], {}
             for i, case in enumerate(cases):
                 limits = {k: v for k, v in case["limits"].items() if v is not None}
-                params = npr_sampling_params({"max_new_tokens": limits["max_new_tokens"], "temperature": 0.0}, script=case["script"],
-                                             return_positions=True, **limits)
-                tasks.append(asyncio.ensure_future(engine.async_generate(
-                    input_ids=case["prompt"], sampling_params=params, return_logprob=True, rid=f"contract-{i}")))
-            await asyncio.sleep(0.5)
-            for i in aborted:
-                engine.tokenizer_manager.abort_request(rid=f"contract-{i}")
+                params = npr_sampling_params({"max_new_tokens": limits["max_new_tokens"], "temperature": 0.0},
+                                             script=case["script"], return_positions=True, **limits)
+                call = engine.async_generate(input_ids=case["prompt"], sampling_params=params, return_logprob=True,
+                                             rid=f"contract-{i}", stream=i in aborted)
+                if i in aborted:
+                    streams[i] = await call
+                tasks.append(None if i in aborted else asyncio.ensure_future(call))
+            for stream in streams.values():  # each aborted request is running: its trunk has streamed
+                await stream.__anext__()
+            await abort_while_paused(engine, [f"contract-{i}" for i in aborted])
+            for i, stream in streams.items():
+                last = None
+                async for last in stream:  # not incremental: the last chunk is the whole output
+                    pass
+                future = asyncio.get_running_loop().create_future()
+                future.set_result(last)
+                tasks[i] = future
             return await asyncio.gather(*tasks)
 
         outs = engine.loop.run_until_complete(run())

@@ -14,7 +14,7 @@ import torch
 
 from sglang_npr.client import engine_generate, npr_sampling_params, require_npr_server
 from tests.hosts import require_host
-from tests.sglang_npr.engines import assert_partial_of, cpu_engine, save_tiny_model
+from tests.sglang_npr.engines import abort_while_paused, assert_partial_of, cpu_engine, save_tiny_model
 
 pytestmark = [pytest.mark.sglang, pytest.mark.slow]
 require_host("sglang")
@@ -31,9 +31,10 @@ def model_path(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-qwen3"))
 
 
-@pytest.fixture(scope="module")
-def engine(model_path):
-    with cpu_engine(model_path, "npr", disable_overlap_schedule=True) as engine:
+@pytest.fixture(scope="module", params=["overlap", "no-overlap"])
+def engine(request, model_path):
+    """SGLang's default scheduler (overlap on) and the normal one: every test runs on both."""
+    with cpu_engine(model_path, "npr", disable_overlap_schedule=request.param == "no-overlap") as engine:
         yield engine
 
 
@@ -60,8 +61,8 @@ def tags_of(hf):
     return TagIds.from_tokenizer(hf[1])
 
 
-def npr_params(script, **limits):
-    return npr_sampling_params({"max_new_tokens": MAX_NEW, "temperature": 0.0}, script=script,
+def npr_params(script, max_new=MAX_NEW, **limits):
+    return npr_sampling_params({"max_new_tokens": max_new, "temperature": 0.0}, script=script,
                                **{"max_branches": 5, **limits})
 
 
@@ -129,19 +130,27 @@ def test_budget_bounds_like_the_reference(engine, hf):
 
 
 def test_abort_mid_request_releases_everything(engine, hf):
-    scripts = [[[2, 3]], [[60] * 5, [60] * 5], [[3, 1, 2]]]  # the middle one is still running at the abort
+    scripts = [[[2, 3]], [[150] * 5, [150] * 5], [[3, 1, 2]]]  # the middle one has 300+ steps left at the abort
+
+    def params(script):
+        return npr_params(script, max_new=1000, max_total_tokens=1500)
 
     async def run():
-        tasks = [asyncio.ensure_future(engine.async_generate(input_ids=p, sampling_params=npr_params(s),
+        tasks = [asyncio.ensure_future(engine.async_generate(input_ids=p, sampling_params=params(s),
                                                              return_logprob=True, rid=f"abort-me-{i}"))
-                 for i, (p, s) in enumerate(zip(PROMPTS[:3], scripts))]
-        while not tasks[1].done():  # an abort that arrives before the request reached the scheduler is
-            engine.tokenizer_manager.abort_request(rid="abort-me-1")  # lost, so repeat until one lands
-            await asyncio.sleep(0.05)
-        return await asyncio.gather(*tasks)
+                 for i, (p, s) in enumerate(zip(PROMPTS[:3], scripts)) if i != 1]
+        stream = await engine.async_generate(input_ids=PROMPTS[1], sampling_params=params(scripts[1]),
+                                             return_logprob=True, rid="abort-me-1", stream=True)
+        await stream.__anext__()  # running: its trunk has streamed
+        await abort_while_paused(engine, ["abort-me-1"])
+        last = None
+        async for last in stream:  # not incremental: the last chunk is the whole output
+            pass
+        first, third = await asyncio.gather(*tasks)
+        return [first, last, third]
 
     outs = engine.loop.run_until_complete(run())
-    refs = reference(hf, PROMPTS[:3], scripts)
+    refs = reference(hf, PROMPTS[:3], scripts, max_new_tokens=1000, max_total_tokens=1500)
     assert_matches(outs[0], refs[0])
     assert_matches(outs[2], refs[2])
     assert outs[1]["meta_info"]["finish_reason"]["type"] == "abort"
@@ -158,3 +167,21 @@ def test_unsupported_request_features_are_refused(engine):
     with pytest.raises(ValueError, match="script block 0 has 6 branches"):
         engine.generate(input_ids=PROMPTS[0], sampling_params={"max_new_tokens": 8, "custom_params": {
             "npr": {"script": "[[1,1,1,1,1,1]]"}}})
+
+
+def test_prompts_share_the_radix_cache_and_only_prompt_kv_enters_it(engine, hf):
+    """An NPR prompt prefills through SGLang's extend with a radix-cache match: the same prompt again is
+    served from the cache (and decodes the same); the tree holds the prompt, never the fork-join KV, so
+    a plain request continuing the NPR output matches the prompt only."""
+    prompt = [(11 * i) % 280 + 3 for i in range(40)]
+    script = [[3, 5]]
+    assert engine.flush_cache().success
+    first = engine.generate(input_ids=prompt, sampling_params=npr_params(script), return_logprob=True)
+    second = engine.generate(input_ids=prompt, sampling_params=npr_params(script), return_logprob=True)
+    assert first["meta_info"]["cached_tokens"] == 0
+    assert second["meta_info"]["cached_tokens"] >= len(prompt) - 1  # SGLang recomputes at most the last token
+    assert_matches(second, reference(hf, [prompt], [script])[0])
+    assert second["output_ids"] == first["output_ids"]
+    follow = engine.generate(input_ids=prompt + first["output_ids"], sampling_params={"max_new_tokens": 2,
+                                                                                       "temperature": 0.0})
+    assert follow["meta_info"]["cached_tokens"] <= len(prompt)

@@ -12,19 +12,19 @@ import pytest
 
 from sglang_npr.client import npr_sampling_params
 from tests.hosts import require_host
-from tests.sglang_npr.engines import assert_partial_of, cpu_engine, save_tiny_model
+from tests.sglang_npr.engines import abort_while_paused, assert_partial_of, cpu_engine, save_tiny_model
 
 pytestmark = [pytest.mark.sglang, pytest.mark.slow]
 require_host("sglang")
 
-MAX_NEW = 120
+MAX_NEW = 300
 PROMPT = [1, 5, 9, 12, 40, 41, 7]
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     path = save_tiny_model(tmp_path_factory.mktemp("tiny-qwen3"))
-    with cpu_engine(path, "npr", disable_overlap_schedule=True, incremental_streaming_output=True) as engine:
+    with cpu_engine(path, "npr", incremental_streaming_output=True) as engine:
         yield engine
 
 
@@ -85,7 +85,7 @@ def test_abort_mid_stream_ends_cleanly(engine):
     from npr.schema import TagIds
 
     tags = TagIds.from_tokenizer(AutoTokenizer.from_pretrained(engine.server_args.model_path))
-    script = [[40] * 4, [40] * 4]
+    script = [[40] * 4, [100] * 4]  # 100+ steps left at the abort
     whole = engine.generate(input_ids=PROMPT, sampling_params=params(script))
 
     async def run():
@@ -95,7 +95,7 @@ def test_abort_mid_stream_ends_cleanly(engine):
         async for chunk in stream:
             chunks.append(chunk)
             if not aborted and tags.takeaway_open in chunk["output_ids"]:
-                engine.tokenizer_manager.abort_request(rid="stream-abort-me")
+                await abort_while_paused(engine, ["stream-abort-me"])
                 aborted = True
         return chunks
 

@@ -66,10 +66,10 @@ def _reference(decoder, prompts, scripts):
                             script=[ScriptedStructure(branch_lengths=s) for s in scripts])
 
 
-def _payload(prompt, script, rid=None):
+def _payload(prompt, script, rid=None, max_new=MAX_NEW, **limits):
     payload = {"input_ids": prompt, "return_logprob": True,
-               "sampling_params": npr_sampling_params({"max_new_tokens": MAX_NEW, "temperature": 0.0},
-                                                      script=script, max_branches=5)}
+               "sampling_params": npr_sampling_params({"max_new_tokens": max_new, "temperature": 0.0},
+                                                      script=script, max_branches=5, **limits)}
     if rid is not None:
         payload["rid"] = rid
     return payload
@@ -88,8 +88,9 @@ def test_http_fork_join_equals_reference(server, decoder):
     _check(out, _reference(decoder, [prompt], [script])[0])
 
 
-def _stream(url: str, payload: dict, timeout: float = 600) -> list[dict]:
-    """The server-sent events of a streaming /generate, parsed (up to "data: [DONE]")."""
+def _stream(url: str, payload: dict, timeout: float = 600, on_chunk=None) -> list[dict]:
+    """The server-sent events of a streaming /generate, parsed (up to "data: [DONE]"); `on_chunk()` is
+    called after each."""
     request = urllib.request.Request(url, data=json.dumps({**payload, "stream": True}).encode(),
                                      headers={"Content-Type": "application/json"})
     chunks = []
@@ -102,6 +103,8 @@ def _stream(url: str, payload: dict, timeout: float = 600) -> list[dict]:
             if data == "[DONE]":
                 break
             chunks.append(json.loads(data))
+            if on_chunk is not None:
+                on_chunk()
     return chunks
 
 
@@ -126,36 +129,50 @@ def test_load_with_aborts_finishes_cleanly_and_frees_everything(server, decoder)
     rng = random.Random(0)
     prompts = [[rng.randrange(3, 300) for _ in range(rng.randint(2, 8))] for _ in range(NUM_LOAD)]
     scripts = [rng.choice([[[2, 3]], [[1, 2, 3]], [[2, 2], [1, 3]], [[3, 1, 2, 1]]]) for _ in range(NUM_LOAD)]
-    aborted = {f"load-{i}" for i in range(0, NUM_LOAD, 8)}
-    for i in range(0, NUM_LOAD, 8):  # long enough to be mid-request when the abort comes
-        scripts[i] = [[12, 12, 12], [12, 12]]
+    aborted = set(range(0, NUM_LOAD, 8))
+    for i in aborted:  # 300+ steps left when the abort comes
+        scripts[i] = [[150, 150, 150], [150, 150]]
+    running = {i: threading.Event() for i in aborted}
     outs: dict[int, dict] = {}
     errors: list[BaseException] = []
 
     def run(i):
         try:
-            outs[i] = _post(f"{server}/generate", _payload(prompts[i], scripts[i], rid=f"load-{i}"))
+            if i in aborted:  # streamed, to see it running; the last chunk is the whole output
+                outs[i] = _stream(f"{server}/generate", _payload(prompts[i], scripts[i], rid=f"load-{i}", max_new=1000,
+                                                                    max_total_tokens=1500),
+                                  on_chunk=running[i].set)[-1]
+            else:
+                outs[i] = _post(f"{server}/generate", _payload(prompts[i], scripts[i], rid=f"load-{i}"))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(NUM_LOAD)]
     for thread in threads:
         thread.start()
-    time.sleep(0.1)
-    while any(threads[int(rid.split("-")[1])].is_alive() for rid in aborted):  # an abort that arrives before
-        for rid in sorted(aborted):  # its request reached the scheduler is lost: repeat until each lands
-            if threads[int(rid.split("-")[1])].is_alive():
-                _post(f"{server}/abort_request", {"rid": rid})
-        time.sleep(0.1)
+    assert all(event.wait(600) for event in running.values())
+    # Aborts sent while SGLang's scheduler is paused in place: no step runs between the pause and the
+    # aborts, so each lands mid-request and none can race its request's end.
+    _post(f"{server}/pause_generation", {"mode": "in_place"})
+    for i in sorted(aborted):
+        _post(f"{server}/abort_request", {"rid": f"load-{i}"})
+    _post(f"{server}/continue_generation", {})
     for thread in threads:
         thread.join(timeout=600)
     assert not errors and len(outs) == NUM_LOAD
+    from npr.decoding import Decoder, DecodingConfig
+
     refs = _reference(decoder, prompts, scripts)
+    long = Decoder(decoder.model, decoder.tokenizer, DecodingConfig(max_branches=5, max_new_tokens=1000,
+                                                                    max_total_tokens=1500))
+    for i, ref in zip(sorted(aborted), _reference(long, [prompts[i] for i in sorted(aborted)],
+                                                  [scripts[i] for i in sorted(aborted)])):
+        refs[i] = ref
     num_aborted = 0
     for i, ref in enumerate(refs):
         out = outs[i]
         if out["meta_info"]["finish_reason"]["type"] == "abort":
-            assert f"load-{i}" in aborted
+            assert i in aborted
             assert_partial_of(prompts[i], out["output_ids"], ref.token_ids, decoder.templates.tags)
             num_aborted += 1
         else:

@@ -36,7 +36,7 @@ def make_config(**npr):
             "model": {"override_config": {"attn_implementation": "npr"}, "use_fused_kernels": False},
             "actor": {"ulysses_sequence_parallel_size": 1}, "ref": {"ulysses_sequence_parallel_size": 1},
             "rollout": {"name": "sglang", "prompt_length": PROMPT_LENGTH, "response_length": RESPONSE_LENGTH,
-                        "engine_kwargs": {"sglang": {"attention_backend": "npr", "disable_overlap_schedule": True}},
+                        "engine_kwargs": {"sglang": {"attention_backend": "npr"}},
                         "agent": {"agent_loop_manager_class": MANAGER}, "custom": {"npr": npr}}},
         "trainer": {"v1": {"trainer_mode": "npr_sync"}},
         "data": {}})
@@ -174,7 +174,7 @@ def test_other_agent_loops_keep_verl_defaults(tokenizer):
 @pytest.mark.parametrize("change, words", [
     (("actor_rollout_ref.rollout.agent.agent_loop_manager_class", None), ["agent_loop_manager_class", MANAGER]),
     (("actor_rollout_ref.model.override_config.attn_implementation", "sdpa"), ["attn_implementation", "'sdpa'"]),
-    (("actor_rollout_ref.rollout.engine_kwargs.sglang.disable_overlap_schedule", False), ["disable_overlap_schedule"]),
+    (("actor_rollout_ref.rollout.engine_kwargs.sglang.attention_backend", "fa3"), ["attention_backend", "'npr'"]),
     (("actor_rollout_ref.rollout.skip_tokenizer_init", True), ["skip_tokenizer_init", "false"]),
     (("trainer.v1.trainer_mode", "colocate_async"), ["colocate_async", "npr_sync"]),
     (("actor_rollout_ref.rollout.custom.npr.max_total_tokens", 500), ["max_total_tokens=500", "96"]),
