@@ -27,6 +27,13 @@ class Counters:
     decode_busy_s: float = 0.0  # run_batch + process_batch_result of decode batches (forward included)
     extend_busy_s: float = 0.0
     npr_host_s: float = 0.0  # the NPR engine's plan, commit and outputs (inside the busy time)
+    # The same times as CPU time of the scheduler process (all its threads): far less sensitive than
+    # wall time to other work on the machine.
+    decode_forward_cpu_s: float = 0.0
+    extend_forward_cpu_s: float = 0.0
+    decode_busy_cpu_s: float = 0.0
+    extend_busy_cpu_s: float = 0.0
+    npr_host_cpu_s: float = 0.0
 
 
 COUNTERS = Counters()
@@ -38,11 +45,14 @@ def snapshot() -> dict:
 
 @contextmanager
 def timed(field: str):
-    start = time.perf_counter()
+    """Add the wall time and the process CPU time of the block to `field` and its `_cpu_s` twin."""
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
+        cpu_field = field[:-2] + "_cpu_s"
         setattr(COUNTERS, field, getattr(COUNTERS, field) + time.perf_counter() - start)
+        setattr(COUNTERS, cpu_field, getattr(COUNTERS, cpu_field) + time.process_time() - cpu)
 
 
 def busy_field(batch) -> str:
