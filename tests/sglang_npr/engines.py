@@ -1,5 +1,5 @@
 """Helpers (not a test module) for tests that run the real sglang.Engine on CPU: the settings that work
-on this machine (docs: /work/shared/notes/cpu-hosts.md) and a tiny Qwen3 saved to a directory."""
+on this machine (docs/cpu.md) and a tiny Qwen3 saved to a directory."""
 
 from __future__ import annotations
 
