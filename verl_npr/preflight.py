@@ -26,9 +26,13 @@ def preflight_problems(config: Any, *, has_cuda: bool | None = None, environ: di
     """Every problem of a composed main_ppo config (`config`: an OmegaConf DictConfig or a nested dict),
     each a sentence naming the value and the fix. Empty: the run may start."""
     environ = os.environ if environ is None else environ
-    problems = _platform_problems(config, _has_cuda() if has_cuda is None else has_cuda, environ)
-    model_problems = _model_problems(config)
-    data_problems = _data_problems(config)
+    # Joining a running Ray cluster: the GPUs and the files may live on other nodes than this driver's,
+    # so only what is wrong everywhere is checked (verl's example model path; prompts of files seen here).
+    joins_cluster = bool(environ.get("RAY_ADDRESS") or _get(config, "ray_kwargs.ray_init.address"))
+    problems = [] if joins_cluster else _platform_problems(config, _has_cuda() if has_cuda is None else has_cuda,
+                                                            environ)
+    model_problems = _model_problems(config, check_exists=not joins_cluster)
+    data_problems = [] if joins_cluster else _data_problems(config)
     problems += model_problems + data_problems
     if not model_problems and not data_problems:
         problems += _prompt_length_problems(config)
@@ -39,7 +43,8 @@ def check(config: Any, **kwargs: Any) -> None:
     """Raises PreflightError listing every problem `preflight_problems` finds."""
     problems = preflight_problems(config, **kwargs)
     if problems:
-        raise PreflightError("this run cannot work:\n" + "\n".join(f"  - {p}" for p in problems))
+        raise PreflightError("this run cannot work:\n" + "\n".join(f"  - {p}" for p in problems)
+                             + "\n(to run without these checks, add ~hydra.callbacks.npr_preflight to the command)")
 
 
 try:  # Hydra is verl's dependency; without it there is no main_ppo to check
@@ -94,14 +99,14 @@ def _is_local(path: str) -> bool:
     return not path.startswith(REMOTE) and not (HUB_ID.fullmatch(path) and not os.path.exists(path))
 
 
-def _model_problems(config: Any) -> list[str]:
+def _model_problems(config: Any, check_exists: bool = True) -> list[str]:
     path = str(_get(config, "actor_rollout_ref.model.path", ""))
     if os.path.expanduser(path) == os.path.expanduser(VERL_EXAMPLE_MODEL):
         return [f"actor_rollout_ref.model.path is still verl's example default {VERL_EXAMPLE_MODEL!r}: give your "
                 "model, e.g. actor_rollout_ref.model.path=/path/to/model (MODEL=... for recipes/*/run.sh)"]
     if not path:
         return ["actor_rollout_ref.model.path is empty: give your model folder or hub name"]
-    if _is_local(path) and not os.path.exists(os.path.expanduser(path)):
+    if check_exists and _is_local(path) and not os.path.exists(os.path.expanduser(path)):
         return [f"actor_rollout_ref.model.path {path!r} does not exist: give a model folder (e.g. from "
                 "`npr prepare-model`) or a hub name"]
     return []
@@ -141,7 +146,7 @@ def _prompt_length_problems(config: Any) -> list[str]:
     problems = []
     for key in ("data.train_files", "data.val_files"):
         for path in _files(_get(config, key)):
-            if path.startswith(REMOTE):
+            if path.startswith(REMOTE) or not os.path.exists(os.path.expanduser(path)):
                 continue
             lengths = _prompt_lengths(tokenizer, _read_prompts(path, prompt_key), kwargs)
             over = [(n, i) for i, n in enumerate(lengths) if n > int(limit)]

@@ -85,6 +85,24 @@ def test_prompts_longer_than_the_prompt_length_are_refused(tiny_model, npr_data)
         check(config(tiny_model, npr_data, 16), has_cuda=True, environ={})
 
 
+def test_joining_a_ray_cluster_checks_only_what_is_wrong_everywhere(tiny_model, npr_data):
+    """A CPU-only head node driving GPU workers, files on the workers' disks: no platform or path refusal."""
+    remote = config("/on/the/workers/model", "/on/the/workers/train.parquet")
+    for environ, cfg in [({"RAY_ADDRESS": "10.0.0.1:6379"}, remote),
+                         ({}, {**remote, "ray_kwargs": {"ray_init": {"address": "auto"}}})]:
+        assert preflight_problems(cfg, has_cuda=False, environ=environ) == []
+    [problem] = preflight_problems(config("~/models/deepseek-llm-7b-chat", npr_data), has_cuda=False,
+                                   environ={"RAY_ADDRESS": "auto"})
+    assert "example default" in problem
+    problems = preflight_problems(config(tiny_model, npr_data, 128), has_cuda=False, environ={"RAY_ADDRESS": "auto"})
+    assert len(problems) == 2 and all("are longer than rollout.prompt_length=128" in p for p in problems)
+
+
+def test_the_refusal_says_how_to_skip_the_checks(npr_data):
+    with pytest.raises(PreflightError, match=r"add ~hydra.callbacks.npr_preflight to the command"):
+        check(config("~/models/deepseek-llm-7b-chat", npr_data), has_cuda=True, environ={})
+
+
 @pytest.mark.parametrize("recipe", ["npr_zero", "npr_rl"])
 def test_tiny_cpu_prompt_length_fits_npr_data_prompts(recipe, npr_data):
     from npr.tiny import make_tiny_tokenizer
