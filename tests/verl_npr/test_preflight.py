@@ -112,23 +112,24 @@ def test_tiny_cpu_prompt_length_fits_npr_data_prompts(recipe, npr_data):
     assert max(_prompt_lengths(make_tiny_tokenizer(), _read_prompts(npr_data, "prompt"), {})) <= limit
 
 
-def _main_ppo(recipe: str, *overrides: str, env: dict) -> subprocess.CompletedProcess:
+def _main_ppo(recipe: str, *overrides: str, env: dict, cwd) -> subprocess.CompletedProcess:
     from tests.hosts import make_env
 
     return subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", "--config-path", str(ROOT / "recipes" / recipe),
                            "--config-name", "tiny_cpu", *overrides], capture_output=True, text=True, timeout=600,
-                          env=make_env({"VERL_USE_EXTERNAL_PLUGINS": None, **env}), stdin=subprocess.DEVNULL)
+                          env=make_env({"VERL_USE_EXTERNAL_PLUGINS": None, **env}), stdin=subprocess.DEVNULL,
+                          cwd=cwd)  # Hydra writes its outputs/ folder there
 
 
 @pytest.mark.verl
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["npr_zero", "npr_rl"])
-def test_bare_recipe_run_is_refused_before_ray(recipe):
+def test_bare_recipe_run_is_refused_before_ray(recipe, tmp_path):
     """The bare command with no GPU and no VERL_PLATFORM: exit 2, every problem listed, Ray never started."""
     from tests.hosts import require_host
 
     require_host("verl")
-    proc = _main_ppo(recipe, env={"VERL_PLATFORM": None, "CUDA_VISIBLE_DEVICES": ""})
+    proc = _main_ppo(recipe, env={"VERL_PLATFORM": None, "CUDA_VISIBLE_DEVICES": ""}, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "npr preflight: this run cannot work:" in proc.stderr and "Traceback" not in proc.stderr
     for needle in ["VERL_PLATFORM is not set", "run with VERL_PLATFORM=cpu", "deepseek-llm-7b-chat",
@@ -139,12 +140,13 @@ def test_bare_recipe_run_is_refused_before_ray(recipe):
 
 @pytest.mark.verl
 @pytest.mark.slow
-def test_overlong_prompts_are_refused_before_ray(tiny_model, npr_data):
+def test_overlong_prompts_are_refused_before_ray(tiny_model, npr_data, tmp_path):
     from tests.hosts import require_host
 
     require_host("verl")
     proc = _main_ppo("npr_rl", f"actor_rollout_ref.model.path={tiny_model}", f"data.train_files={npr_data}",
-                     f"data.val_files={npr_data}", "data.max_prompt_length=128", env={"VERL_PLATFORM": "cpu"})
+                     f"data.val_files={npr_data}", "data.max_prompt_length=128", env={"VERL_PLATFORM": "cpu"},
+                     cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "are longer than rollout.prompt_length=128" in proc.stderr and "no CUDA device" not in proc.stderr
     assert "ray init" not in proc.stdout + proc.stderr
