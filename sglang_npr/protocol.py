@@ -80,16 +80,22 @@ FIELDS = tuple(f.name for f in fields(NprParams))
 def parse_npr_params(custom_params: Mapping[str, Any] | None) -> NprParams | None:
     """`NprParams` from a request's custom_params, or None when it carries no "npr" key.
 
-    Raises NprParamsError (a ValueError) naming the offending key or value, the expected form and the fix.
+    Raises NprParamsError (a ValueError) naming the offending key or value, the expected form and the fix
+    (custom_params that is not a dict, or an "npr" value that is not a dict, null included).
     """
-    if not custom_params or NPR_KEY not in custom_params:
+    if custom_params is None:
+        return None
+    if not isinstance(custom_params, Mapping):
+        raise NprParamsError(f"sampling_params['custom_params'] must be a JSON object (a dict, e.g. "
+                             f"{{\"npr\": {{\"max_branches\": 4}}}}) or left out, got {_json_type(custom_params)} "
+                             f"{_short(custom_params)}")
+    if NPR_KEY not in custom_params:
         return None
     raw = custom_params[NPR_KEY]
-    if raw is None:
-        return None
     if not isinstance(raw, Mapping):
-        raise NprParamsError(f"custom_params['npr'] must be a dict of limits (e.g. {{'max_branches': 4}}), "
-                             f"got {type(raw).__name__} {raw!r}")
+        raise NprParamsError(f"custom_params['npr'] must be a JSON object of limits (a dict, e.g. "
+                             f"{{\"max_branches\": 4}}; {{}} for the defaults), got {_json_type(raw)} {_short(raw)}; "
+                             "leave the 'npr' key out for a plain request")
     unknown = sorted(set(raw) - set(FIELDS))
     if unknown:
         raise NprParamsError(f"unknown key(s) {unknown} in custom_params['npr']; valid keys: {list(FIELDS)}")
@@ -148,3 +154,23 @@ def _check_script(script, max_branches: int) -> tuple[tuple[int, ...], ...]:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise NprParamsError(f"custom_params['npr']['{name}'] must be an int >= {minimum}, got {value!r}")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (what the client sent), e.g. "string" for a str."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    return type(value).__name__
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

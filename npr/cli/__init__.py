@@ -75,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    module = importlib.import_module(_module_of(args.command, plugin_commands()))
-    return int(module.run(args) or 0)
+    try:
+        module = importlib.import_module(_module_of(args.command, plugin_commands()))
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: what is kept and how to resume, not a traceback
+        from npr.cli.interrupt import report_interrupt
+
+        return report_interrupt(args.command, args)
 
 
 if __name__ == "__main__":

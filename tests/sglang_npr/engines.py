@@ -1,5 +1,5 @@
 """Helpers (not a test module) for tests that run the real sglang.Engine on CPU: the settings that work
-on this machine (docs: /work/shared/notes/cpu-hosts.md) and a tiny Qwen3 saved to a directory."""
+on this machine (docs/cpu.md) and a tiny Qwen3 saved to a directory."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# What a CPU server needs (README.md "Serving with SGLang" shows the same flags; test_readme_serving checks it).
+CPU_SERVER_ARGS = ("--device", "cpu", "--disable-cuda-graph", "--dtype", "float32", "--mem-fraction-static", "0.3")
+# Test-only settings (SGLang's defaults otherwise: the overlap scheduler runs).
+TEST_SERVER_ARGS = ("--random-seed", "0", "--log-level", "error")
+
+
 @contextlib.contextmanager
 def launch_server(model_path: str, log_path, env, attention_backend: str = "npr", max_total_tokens: int = 8192,
                   max_running_requests: int = 16):
@@ -43,9 +49,9 @@ def launch_server(model_path: str, log_path, env, attention_backend: str = "npr"
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "sglang.launch_server", "--model-path", model_path, "--host", "127.0.0.1",
-         "--port", str(port), "--device", "cpu", "--attention-backend", attention_backend, "--disable-cuda-graph",
-         "--dtype", "float32", "--mem-fraction-static", "0.3", "--max-total-tokens", str(max_total_tokens),
-         "--max-running-requests", str(max_running_requests), "--random-seed", "0", "--log-level", "error"],
+         "--port", str(port), "--attention-backend", attention_backend, *CPU_SERVER_ARGS,
+         "--max-total-tokens", str(max_total_tokens), "--max-running-requests", str(max_running_requests),
+         *TEST_SERVER_ARGS],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     base = f"http://127.0.0.1:{port}"
     try:

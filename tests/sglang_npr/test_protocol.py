@@ -11,7 +11,23 @@ def test_absent_or_none_means_plain_request():
     assert parse_npr_params(None) is None
     assert parse_npr_params({}) is None
     assert parse_npr_params({"other": 1}) is None
-    assert parse_npr_params({"npr": None}) is None
+
+
+@pytest.mark.parametrize("custom_params, needle", [
+    ("npr", "sampling_params['custom_params'] must be a JSON object (a dict"),
+    (["npr"], "got array ['npr']"),
+    (7, "got number 7"),
+    ({"npr": "fork"}, "custom_params['npr'] must be a JSON object of limits (a dict"),
+    ({"npr": [4]}, "got array [4]"),
+    ({"npr": 4}, "got number 4"),
+    ({"npr": None}, "got null None; leave the 'npr' key out for a plain request"),
+    ({"npr": True}, "got boolean True"),
+])
+def test_wrong_json_types_name_the_expected_shape(custom_params, needle):
+    """What a client sends instead of a dict (custom_params "npr" once gave HTTP 500 TypeError)."""
+    with pytest.raises(NprParamsError) as info:
+        parse_npr_params(custom_params)
+    assert needle in str(info.value)
 
 
 def test_defaults_and_resolution():
@@ -36,7 +52,7 @@ def test_script_as_lists_is_accepted_too():
 
 
 @pytest.mark.parametrize("raw, needle", [
-    (3, "must be a dict of limits"),
+    (3, "must be a JSON object of limits"),
     ({"max_branch": 2}, "unknown key(s) ['max_branch']"),
     ({"max_branches": 0}, "'max_branches'] must be an int >= 1, got 0"),
     ({"max_new_tokens": "64"}, "'max_new_tokens'] must be an int >= 1, got '64'"),
@@ -84,3 +100,23 @@ def test_client_refuses_a_server_without_the_plugin():
         require_npr_server({"npr": {"fork_join_enabled": False, "missing": ["not built"]}})
     info = {"fork_join_enabled": True}
     assert require_npr_server({"npr": info}) is info
+
+
+def test_intake_refuses_empty_and_out_of_vocabulary_prompts():
+    """The checks every request passes at intake (sglang_npr.patches.request_intake), without a server."""
+    from types import SimpleNamespace
+
+    from sglang_npr.patches.request_intake import PromptError, check_prompt
+
+    def request(ids, text=None, **extra):
+        return SimpleNamespace(input_ids=ids, input_text=text, input_embeds=None, mm_inputs=None, **extra)
+
+    with pytest.raises(PromptError, match=r"the prompt is empty \(text '' gives 0 tokens\)"):
+        check_prompt(request([], text=""), vocab_size=100)
+    with pytest.raises(PromptError, match=r"token id 100, outside the model's vocabulary \[0, 100\) \(vocabulary size 100\)"):
+        check_prompt(request([3, 100, 7]), vocab_size=100)
+    with pytest.raises(PromptError, match="token id -2"):
+        check_prompt(request([-2, 5]), vocab_size=100)
+    check_prompt(request([0, 99]), vocab_size=100)  # the edges are in the vocabulary
+    check_prompt(request(None), vocab_size=100)  # embeddings / multimodal prompts are SGLang's to check
+    check_prompt(SimpleNamespace(input_ids=[], input_text=None, input_embeds=[[0.1]], mm_inputs=None), vocab_size=100)

@@ -1,5 +1,5 @@
-"""The user's command end to end on CPU: `python -m verl.trainer.main_ppo --config-path recipes/npr_rl
---config-name tiny_cpu` runs two PPO steps through Ray, TransferQueue, the real SGLang rollout with
+"""The user's command end to end on CPU: `VERL_PLATFORM=cpu python -m verl.trainer.main_ppo --config-path
+"$PWD/recipes/npr_rl" --config-name tiny_cpu` runs two PPO steps through Ray, TransferQueue, the real SGLang rollout with
 attention backend `npr` (fork-join in the scheduler), the agent loop `npr_parallel`, PAPO and the fsdp2
 actor with the attention `npr`; exit 0, and the console logger shows the reward, PAPO's valid rows, the
 trigger rate, and rollout log-probs that match the actor's on fork-join trajectories. A second run whose

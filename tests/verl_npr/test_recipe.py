@@ -1,5 +1,5 @@
 """recipes/npr_rl composes against the installed verl: `python -m verl.trainer.main_ppo --config-path
-recipes/npr_rl --config-name {npr_rl,tiny_cpu} --cfg job` exits 0 and shows NPR's keys."""
+"$PWD/recipes/npr_rl" --config-name npr_rl --cfg job` (and `--config-name tiny_cpu`) exits 0 and shows NPR's keys."""
 
 import subprocess
 import sys
