@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from npr.errors import NprError
 from sglang_npr.patches.server_info import KEY
-from sglang_npr.protocol import NPR_KEY, encode_npr_params
+from npr.wire import NPR_KEY, encode_npr_params
 
 
 class NprServerError(NprError, RuntimeError):

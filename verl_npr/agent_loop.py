@@ -19,7 +19,7 @@ from verl.utils.profiler import simple_timer
 
 from npr.layout import build_layout
 from npr.schema import DEFAULT_MAX_BRANCHES, TagIds
-from sglang_npr.protocol import NPR_KEY, encode_npr_params
+from npr.wire import NPR_KEY, encode_npr_params
 
 NAME = "npr_parallel"
 MANAGER = "verl_npr.agent_loop_worker.NprAgentLoopManager"

@@ -15,7 +15,7 @@ from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorke
 
 from npr.layout import Layout, build_layout
 from npr.schema import TagIds
-from sglang_npr.protocol import NPR_KEY
+from npr.wire import NPR_KEY
 from verl_npr.agent_loop import check_config
 from verl_npr.batch import structure_inputs
 

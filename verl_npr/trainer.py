@@ -16,7 +16,7 @@ import torch
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from sglang_npr.protocol import NPR_KEY
+from npr.wire import NPR_KEY
 from verl_npr.agent_loop import record_metrics
 
 NAME = "npr_sync"

@@ -18,7 +18,7 @@ require_host("verl")
 
 from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure  # noqa: E402
 from npr.masks import STRUCTURE_KEYS  # noqa: E402
-from sglang_npr.protocol import parse_npr_params  # noqa: E402
+from npr.wire import parse_npr_params  # noqa: E402
 from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap  # noqa: E402
 from verl.utils.dataset.rl_dataset import RLHFDataset  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402

@@ -1,0 +1,150 @@
+"""Wire protocol of NPR requests (DESIGN §8): `sampling_params["custom_params"]["npr"]`, parsed and
+validated once at request intake into a frozen `NprParams`. Pure Python (no torch, no SGLang).
+
+Wire form: the "npr" dict holds scalars only, and the `script` (branch lengths per block) travels as
+compact JSON text, e.g. "[[3,5],[4,4,6]]" (`encode_npr_params` builds it from lists). Reason: with
+SGLANG_USE_PICKLE_IPC=0, SGLang 0.5.23 decodes custom_params in the scheduler against
+`Dict[str, scalar | list[scalar] | dict[str, scalar]]`, so a list of lists inside "npr" would not
+decode there; the default pickle IPC would carry it, but the protocol must work with both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, Sequence
+
+from npr.errors import NprError
+from npr.schema import DEFAULT_MAX_BRANCHES
+
+NPR_KEY = "npr"  # the key inside sampling_params["custom_params"]
+
+
+class NprParamsError(NprError, ValueError):
+    """`custom_params["npr"]` of a request is malformed; the message names the value and the fix."""
+
+
+@dataclass(frozen=True)
+class NprParams:
+    """Per-request fork-join limits (DESIGN §5) and an optional forced structure.
+
+    max_new_tokens bounds the critical path (None: the request's own sampling_params.max_new_tokens);
+    max_total_tokens bounds all generated tokens (None: max_branches * max_new_tokens); a fork is
+    refused when fewer than min_fork_budget tokens per branch are left. `script` forces, on any model,
+    one block per inner tuple (that many plans/branches, each branch's content that many tokens),
+    exactly like npr.decoding.ScriptedStructure; plan_tokens/takeaway_tokens/answer_tokens size the
+    forced trunk of a script. return_positions adds the DESIGN §4 position of every output token to
+    meta_info["npr"] (for checks; a trainer derives them from the layout).
+    """
+
+    max_branches: int = DEFAULT_MAX_BRANCHES
+    max_new_tokens: int | None = None
+    max_total_tokens: int | None = None
+    min_fork_budget: int = 8
+    script: tuple[tuple[int, ...], ...] | None = None
+    plan_tokens: int = 2
+    takeaway_tokens: int = 2
+    answer_tokens: int = 3
+    return_positions: bool = False  # meta_info["npr"]["positions"]: the position of each output token
+
+    def __post_init__(self):
+        _check_int("max_branches", self.max_branches, 1)
+        for name in ("max_new_tokens", "max_total_tokens"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 1)
+        _check_int("min_fork_budget", self.min_fork_budget, 0)
+        for name in ("plan_tokens", "takeaway_tokens", "answer_tokens"):
+            _check_int(name, getattr(self, name), 0)
+        if not isinstance(self.return_positions, bool):
+            raise NprParamsError(f"custom_params['npr']['return_positions'] must be true or false, "
+                                 f"got {self.return_positions!r}")
+        if self.script is not None:
+            object.__setattr__(self, "script", _check_script(self.script, self.max_branches))
+
+    def resolved(self, request_max_new_tokens: int | None) -> "NprParams":
+        """A copy whose max_new_tokens / max_total_tokens are concrete (request default, then budget rule)."""
+        path = self.max_new_tokens if self.max_new_tokens is not None else request_max_new_tokens
+        if path is None:
+            raise NprParamsError("an NPR request needs max_new_tokens: set custom_params['npr']['max_new_tokens'] "
+                                 "or sampling_params['max_new_tokens']")
+        total = self.max_total_tokens if self.max_total_tokens is not None else self.max_branches * path
+        return NprParams(**{**self.as_dict(), "max_new_tokens": path, "max_total_tokens": total, "script": self.script})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+FIELDS = tuple(f.name for f in fields(NprParams))
+
+
+def parse_npr_params(custom_params: Mapping[str, Any] | None) -> NprParams | None:
+    """`NprParams` from a request's custom_params, or None when it carries no "npr" key.
+
+    Raises NprParamsError (a ValueError) naming the offending key or value, the expected form and the fix.
+    """
+    if not custom_params or NPR_KEY not in custom_params:
+        return None
+    raw = custom_params[NPR_KEY]
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise NprParamsError(f"custom_params['npr'] must be a dict of limits (e.g. {{'max_branches': 4}}), "
+                             f"got {type(raw).__name__} {raw!r}")
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        raise NprParamsError(f"unknown key(s) {unknown} in custom_params['npr']; valid keys: {list(FIELDS)}")
+    values = dict(raw)
+    if "script" in values and values["script"] is not None:
+        values["script"] = _decode_script(values["script"])
+    try:
+        return NprParams(**values)
+    except NprParamsError:
+        raise
+    except (TypeError, ValueError) as exc:  # pragma: no cover - __post_init__ raises NprParamsError itself
+        raise NprParamsError(f"custom_params['npr'] is invalid: {exc}") from exc
+
+
+def encode_npr_params(max_branches: int | None = None, max_new_tokens: int | None = None,
+                      max_total_tokens: int | None = None, min_fork_budget: int | None = None,
+                      script: Sequence[Sequence[int]] | None = None, **extra: int) -> dict[str, Any]:
+    """The wire dict for `custom_params["npr"]` (validated; the script as JSON text). None = default."""
+    values = {"max_branches": max_branches, "max_new_tokens": max_new_tokens, "max_total_tokens": max_total_tokens,
+              "min_fork_budget": min_fork_budget, **extra}
+    wire = {k: v for k, v in values.items() if v is not None}
+    if script is not None:
+        wire["script"] = json.dumps([[int(x) for x in block] for block in script], separators=(",", ":"))
+    parse_npr_params({NPR_KEY: wire})  # fail here, in the client, not in the server
+    return wire
+
+
+def _decode_script(value: Any) -> tuple[tuple[int, ...], ...]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise NprParamsError(f"custom_params['npr']['script'] must be JSON text of branch lengths per block, "
+                                 f"e.g. '[[3,5],[4,4,6]]'; got {value!r} ({exc.msg})") from None
+    if not isinstance(value, (list, tuple)) or not all(isinstance(b, (list, tuple)) for b in value):
+        raise NprParamsError(f"custom_params['npr']['script'] must be a list of blocks, each a list of branch "
+                             f"lengths, e.g. '[[3,5],[4,4,6]]'; got {value!r}")
+    return tuple(tuple(block) for block in value)
+
+
+def _check_script(script, max_branches: int) -> tuple[tuple[int, ...], ...]:
+    blocks = _decode_script(script) if not isinstance(script, tuple) else script
+    if not blocks:
+        raise NprParamsError("custom_params['npr']['script'] has no block; give at least one, e.g. '[[3,5]]', "
+                             "or leave 'script' out")
+    for index, block in enumerate(blocks):
+        if not 1 <= len(block) <= max_branches:
+            raise NprParamsError(f"script block {index} has {len(block)} branches {list(block)}; each block needs "
+                                 f"1..max_branches={max_branches} branch lengths (raise max_branches or shorten it)")
+        for length in block:
+            if not isinstance(length, int) or isinstance(length, bool) or length < 0:
+                raise NprParamsError(f"script block {index} has branch length {length!r}; lengths are ints >= 0")
+    return tuple(tuple(int(x) for x in block) for block in blocks)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise NprParamsError(f"custom_params['npr']['{name}'] must be an int >= {minimum}, got {value!r}")
