@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
 from npr.errors import NprError
-from npr.schema import DEFAULT_MAX_BRANCHES
+from npr.forkjoin.limits import LimitFields
 
 NPR_KEY = "npr"  # the key inside sampling_params["custom_params"]
 
@@ -25,8 +25,8 @@ class NprParamsError(NprError, ValueError):
 
 
 @dataclass(frozen=True)
-class NprParams:
-    """Per-request fork-join limits (DESIGN §5) and an optional forced structure.
+class NprParams(LimitFields):
+    """Per-request fork-join limits (DESIGN §5, `npr.forkjoin.limits.LimitFields`) and an optional forced structure.
 
     max_new_tokens bounds the critical path (None: the request's own sampling_params.max_new_tokens);
     max_total_tokens bounds all generated tokens (None: max_branches * max_new_tokens); a fork is
@@ -37,10 +37,7 @@ class NprParams:
     meta_info["npr"] (for checks; a trainer derives them from the layout).
     """
 
-    max_branches: int = DEFAULT_MAX_BRANCHES
-    max_new_tokens: int | None = None
-    max_total_tokens: int | None = None
-    min_fork_budget: int = 8
+    max_new_tokens: int | None = None  # resolved per request (see `resolved`)
     script: tuple[tuple[int, ...], ...] | None = None
     plan_tokens: int = 2
     takeaway_tokens: int = 2
@@ -48,11 +45,7 @@ class NprParams:
     return_positions: bool = False  # meta_info["npr"]["positions"]: the position of each output token
 
     def __post_init__(self):
-        _check_int("max_branches", self.max_branches, 1)
-        for name in ("max_new_tokens", "max_total_tokens"):
-            if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
-        _check_int("min_fork_budget", self.min_fork_budget, 0)
+        self.check_limits(_check_int)
         for name in ("plan_tokens", "takeaway_tokens", "answer_tokens"):
             _check_int(name, getattr(self, name), 0)
         if not isinstance(self.return_positions, bool):

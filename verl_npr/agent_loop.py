@@ -17,8 +17,9 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, _agent_loop_registry, register
 from verl.utils.profiler import simple_timer
 
+from npr.forkjoin.limits import LIMIT_FIELDS, LimitFields
 from npr.layout import build_layout
-from npr.schema import DEFAULT_MAX_BRANCHES, TagIds
+from npr.schema import TagIds
 from npr.wire import NPR_KEY, encode_npr_params
 
 NAME = "npr_parallel"
@@ -29,15 +30,13 @@ _LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
-class NprRolloutSettings:
-    """Fork-join limits of the rollout. max_total_tokens bounds the linearised response (what verl pads to
-    response_length; default), max_new_tokens the critical path (default: max_total_tokens). `script` forces
-    a structure on any model (tests, demos): branch lengths per block, as `npr.decoding.ScriptedStructure`."""
+class NprRolloutSettings(LimitFields):
+    """Fork-join limits of the rollout (`npr.forkjoin.limits.LimitFields`). max_total_tokens bounds the
+    linearised response (what verl pads to response_length; default), max_new_tokens the critical path
+    (default: max_total_tokens). `script` forces a structure on any model (tests, demos): branch lengths per
+    block, as `npr.decoding.ScriptedStructure`."""
 
-    max_branches: int = DEFAULT_MAX_BRANCHES
-    max_new_tokens: int | None = None
-    max_total_tokens: int | None = None
-    min_fork_budget: int = 8
+    max_new_tokens: int | None = None  # resolved in from_rollout_config (default: max_total_tokens)
     script: tuple[tuple[int, ...], ...] | None = None
 
     @classmethod
@@ -46,16 +45,17 @@ class NprRolloutSettings:
         None limits resolved (see the class). Raises ValueError naming the key and the fix."""
         custom = _get(rollout, "custom") or {}
         raw = dict(_get(custom, NPR_KEY) or {})
-        unknown = sorted(set(raw) - {"max_branches", "max_new_tokens", "max_total_tokens", "min_fork_budget", "script"})
+        valid = (*LIMIT_FIELDS, "script")
+        unknown = sorted(set(raw) - set(valid))
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in actor_rollout_ref.rollout.custom.npr; valid keys: "
-                             "max_branches, max_new_tokens, max_total_tokens, min_fork_budget, script")
+                             f"{', '.join(valid)}")
         response_length = int(_get(rollout, "response_length"))
         script = raw.get("script")
         total = raw.get("max_total_tokens") or response_length
-        settings = cls(max_branches=int(raw.get("max_branches") or DEFAULT_MAX_BRANCHES),
+        settings = cls(max_branches=int(raw.get("max_branches") or cls.max_branches),
                        max_new_tokens=raw.get("max_new_tokens") or total, max_total_tokens=total,
-                       min_fork_budget=int(raw.get("min_fork_budget", 8)),
+                       min_fork_budget=int(raw.get("min_fork_budget", cls.min_fork_budget)),
                        script=None if script is None else tuple(tuple(int(x) for x in block) for block in script))
         if settings.max_total_tokens > response_length:
             raise ValueError(f"actor_rollout_ref.rollout.custom.npr.max_total_tokens={settings.max_total_tokens} exceeds "
@@ -68,10 +68,8 @@ class NprRolloutSettings:
         return settings
 
     def wire(self) -> dict[str, Any]:
-        """The `custom_params["npr"]` dict (validated by sglang_npr.protocol; raises NprParamsError)."""
-        return encode_npr_params(max_branches=self.max_branches, max_new_tokens=self.max_new_tokens,
-                                 max_total_tokens=self.max_total_tokens, min_fork_budget=self.min_fork_budget,
-                                 script=self.script)
+        """The `custom_params["npr"]` dict (validated by npr.wire; raises NprParamsError)."""
+        return encode_npr_params(**self.limit_values(), script=self.script)
 
 
 def check_config(config: Any) -> NprRolloutSettings:
