@@ -1,5 +1,6 @@
 """Wire protocol of NPR requests (DESIGN §8): `sampling_params["custom_params"]["npr"]`, parsed and
-validated once at request intake into a frozen `NprParams`. Pure Python (no torch, no SGLang).
+validated once at request intake into a frozen `NprParams`; and the answer's `meta_info["npr"]` record,
+built (`make_npr_record`) and parsed (`parse_npr_record`) here only. Pure Python (no torch, no SGLang).
 
 Wire form: the "npr" dict holds scalars only, and the `script` (branch lengths per block) travels as
 compact JSON text, e.g. "[[3,5],[4,4,6]]" (`encode_npr_params` builds it from lists). Reason: with
@@ -16,8 +17,9 @@ from typing import Any, Mapping, Sequence
 
 from npr.errors import NprError
 from npr.forkjoin.limits import LimitFields
+from npr.forkjoin.trajectory import FINISH_REASONS, STAT_KEYS, Trajectory
 
-NPR_KEY = "npr"  # the key inside sampling_params["custom_params"]
+NPR_KEY = "npr"  # the key inside sampling_params["custom_params"], and inside an answer's meta_info
 
 
 class NprParamsError(NprError, ValueError):
@@ -108,6 +110,95 @@ def encode_npr_params(max_branches: int | None = None, max_new_tokens: int | Non
         wire["script"] = json.dumps([[int(x) for x in block] for block in script], separators=(",", ":"))
     parse_npr_params({NPR_KEY: wire})  # fail here, in the client, not in the server
     return wire
+
+
+class NprRecordError(NprError, ValueError):
+    """An answer's `meta_info["npr"]` record is malformed (not from this plugin, or another version)."""
+
+
+@dataclass(frozen=True)
+class NprRecord:
+    """`meta_info["npr"]` of a finished NPR request (DESIGN §8): the stats {total_tokens,
+    critical_path_tokens, num_forks, max_width}, how each forked block's branches ended, the absolute
+    offsets of refused forks, the fallbacks taken, the finish reason, and (when the request asked for
+    return_positions) the DESIGN §4 position of every output token."""
+
+    stats: dict[str, int]
+    refused_forks: tuple[int, ...] = ()
+    blocks: tuple[tuple[str, ...], ...] = ()
+    notes: tuple[str, ...] = ()
+    finish_reason: str | None = None
+    positions: tuple[int, ...] | None = None
+
+    @classmethod
+    def of(cls, trajectory: Trajectory, positions: Sequence[int] | None = None) -> "NprRecord":
+        return cls(stats={k: int(trajectory.stats[k]) for k in STAT_KEYS},
+                   refused_forks=tuple(int(x) for x in trajectory.refused_forks),
+                   blocks=tuple(tuple(str(e) for e in block) for block in trajectory.blocks),
+                   notes=tuple(str(n) for n in trajectory.notes), finish_reason=trajectory.finish_reason,
+                   positions=None if positions is None else tuple(int(x) for x in positions))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The wire form: plain dicts, lists and scalars ("positions" only when present)."""
+        out = {"stats": dict(self.stats), "blocks": [list(b) for b in self.blocks],
+               "refused_forks": list(self.refused_forks), "notes": list(self.notes),
+               "finish_reason": self.finish_reason}
+        if self.positions is not None:
+            out["positions"] = list(self.positions)
+        return out
+
+
+def make_npr_record(trajectory: Trajectory, positions: Sequence[int] | None = None) -> dict[str, Any]:
+    """The `meta_info["npr"]` dict an engine sends with a finished request's `Trajectory`."""
+    return NprRecord.of(trajectory, positions).as_dict()
+
+
+def parse_npr_record(record: Any) -> NprRecord | None:
+    """The `NprRecord` of a `meta_info["npr"]` value (or of a dict that extends it, e.g. verl's
+    extra_fields["npr"]); None when there is none (a plain, sequential request). Raises NprRecordError
+    naming what is missing when it is not a record of this plugin."""
+    if record is None:
+        return None
+    if not isinstance(record, Mapping):
+        raise NprRecordError(f"meta_info['npr'] must be a dict, got {type(record).__name__} {record!r}: the "
+                             "server does not run this NPR plugin (or another version of it)")
+    missing = [k for k in ("stats", "refused_forks") if k not in record]
+    stats = record.get("stats")
+    if not missing and isinstance(stats, Mapping):
+        missing = [f"stats.{k}" for k in STAT_KEYS if k not in stats]
+    elif not missing:
+        missing = ["stats (a dict)"]
+    if missing:
+        raise NprRecordError(f"meta_info['npr'] lacks {missing} (got {dict(record)!r}): the server does not run "
+                             "this NPR plugin's fork-join (or another version of it)")
+    positions = record.get("positions")
+    return NprRecord(stats={k: int(stats[k]) for k in STAT_KEYS},
+                     refused_forks=tuple(int(x) for x in record["refused_forks"]),
+                     blocks=tuple(tuple(block) for block in record.get("blocks") or ()),
+                     notes=tuple(record.get("notes") or ()), finish_reason=record.get("finish_reason"),
+                     positions=None if positions is None else tuple(int(x) for x in positions))
+
+
+def trajectory_from_output(prompt: Sequence[int], out: Mapping[str, Any]) -> Trajectory:
+    """A `Trajectory` from one SGLang answer (`sglang.Engine` or native /generate): output_ids,
+    meta_info["output_token_logprobs"] (return_logprob=True) and meta_info["npr"] (absent for a plain,
+    sequential request: the stats of a sequence that never forked). Raises NprRecordError when the
+    log-probs do not cover the ids or the record is malformed."""
+    meta = out.get("meta_info") or {}
+    ids = list(out["output_ids"])
+    logprobs = [float(entry[0]) for entry in meta.get("output_token_logprobs") or []]
+    if len(logprobs) != len(ids):
+        raise NprRecordError(f"SGLang returned {len(logprobs)} log-probs for {len(ids)} output ids; "
+                             "the request needs return_logprob=True")
+    finish = meta.get("finish_reason") or {}
+    reason = finish.get("type", "stop") if isinstance(finish, Mapping) else str(finish)
+    reason = reason if reason in FINISH_REASONS else "stop"
+    record = parse_npr_record(meta.get(NPR_KEY))
+    if record is None:
+        stats = {"total_tokens": len(ids), "critical_path_tokens": len(ids), "num_forks": 0, "max_width": 1}
+        return Trajectory(list(prompt), ids, logprobs, reason, stats)
+    return Trajectory(list(prompt), ids, logprobs, reason, dict(record.stats), refused_forks=list(record.refused_forks),
+                      blocks=[list(b) for b in record.blocks], notes=list(record.notes))
 
 
 def _decode_script(value: Any) -> tuple[tuple[int, ...], ...]:

@@ -20,12 +20,11 @@ from verl.utils.profiler import simple_timer
 from npr.forkjoin.limits import LIMIT_FIELDS, LimitFields
 from npr.layout import build_layout
 from npr.schema import TagIds
-from npr.wire import NPR_KEY, encode_npr_params
+from npr.wire import NPR_KEY, NprRecordError, encode_npr_params, parse_npr_record
 
 NAME = "npr_parallel"
 MANAGER = "verl_npr.agent_loop_worker.NprAgentLoopManager"
 TRAINER_MODES = ("npr_sync", "sync")  # async modes resume aborted requests from a partial output
-RECORD_KEYS = ("stats", "refused_forks")
 _LOCK = threading.Lock()
 
 
@@ -135,23 +134,21 @@ class NprParallelAgentLoop(AgentLoopBase):
         with simple_timer("generate_sequences", metrics):
             output = await self.server_manager.generate(request_id=uuid4().hex, prompt_ids=prompt_ids,
                                                         sampling_params=params)
-        record = (output.extra_fields or {}).get(NPR_KEY)
-        if not isinstance(record, Mapping) or any(key not in record for key in RECORD_KEYS):
-            raise ValueError(f"the rollout server returned no meta_info['npr'] record (got {record!r}): it does not run "
-                             "NPR fork-join. Use rollout.name=sglang with engine_kwargs.sglang.attention_backend=npr "
-                             "and native-parallel-reasoner installed next to SGLang")
+        record = parse_npr_record((output.extra_fields or {}).get(NPR_KEY))
+        if record is None:
+            raise NprRecordError("the rollout server returned no meta_info['npr'] record: it does not run NPR "
+                                 "fork-join. Use rollout.name=sglang with engine_kwargs.sglang.attention_backend=npr "
+                                 "and native-parallel-reasoner installed next to SGLang")
         response_ids = list(output.token_ids)
         if len(response_ids) > self.response_length:
             raise ValueError(f"the engine returned {len(response_ids)} tokens, beyond max_total_tokens "
                              f"{self.settings.max_total_tokens} / response_length {self.response_length}")
-        finish_reason = record.get("finish_reason") or output.stop_reason
+        finish_reason = record.finish_reason or output.stop_reason
         layout = build_layout(list(prompt_ids) + response_ids, self.tags, len(prompt_ids),
-                              refused_forks=record["refused_forks"], max_branches=self.settings.max_branches)
+                              refused_forks=list(record.refused_forks), max_branches=self.settings.max_branches)
         is_valid = bool(layout.is_valid) and finish_reason == "stop" and bool(response_ids)
         error = layout.error or (None if finish_reason == "stop" else f"finish_reason {finish_reason!r}")
-        npr_record = {"stats": dict(record["stats"]), "refused_forks": [int(x) for x in record["refused_forks"]],
-                      "blocks": list(record.get("blocks") or []), "notes": list(record.get("notes") or []),
-                      "finish_reason": finish_reason, "max_branches": self.settings.max_branches,
+        npr_record = {**record.as_dict(), "finish_reason": finish_reason, "max_branches": self.settings.max_branches,
                       "is_valid": is_valid, "error": error}
         extra = dict(output.extra_fields or {})
         extra[NPR_KEY] = npr_record
