@@ -21,6 +21,7 @@ from npr.forkjoin.limits import LIMIT_FIELDS, LimitFields
 from npr.layout import build_layout
 from npr.schema import TagIds
 from npr.wire import NPR_KEY, NprRecordError, encode_npr_params, parse_npr_record
+from verl_npr.batch import training_error
 
 NAME = "npr_parallel"
 MANAGER = "verl_npr.agent_loop_worker.NprAgentLoopManager"
@@ -146,8 +147,8 @@ class NprParallelAgentLoop(AgentLoopBase):
         finish_reason = record.finish_reason or output.stop_reason
         layout = build_layout(list(prompt_ids) + response_ids, self.tags, len(prompt_ids),
                               refused_forks=list(record.refused_forks), max_branches=self.settings.max_branches)
-        is_valid = bool(layout.is_valid) and finish_reason == "stop" and bool(response_ids)
-        error = layout.error or (None if finish_reason == "stop" else f"finish_reason {finish_reason!r}")
+        error = training_error(layout, finish_reason, len(response_ids))
+        is_valid = error is None
         npr_record = {**record.as_dict(), "finish_reason": finish_reason, "max_branches": self.settings.max_branches,
                       "is_valid": is_valid, "error": error}
         extra = dict(output.extra_fields or {})
