@@ -9,7 +9,6 @@ min_fork_budget, script}; `check_config` validates them and the host settings fo
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from uuid import uuid4
@@ -22,11 +21,11 @@ from npr.layout import build_layout
 from npr.schema import TagIds
 from npr.wire import NPR_KEY, NprRecordError, encode_npr_params, parse_npr_record
 from verl_npr.batch import training_error
+from verl_npr.registries import claim_name
 
 NAME = "npr_parallel"
 MANAGER = "verl_npr.agent_loop_worker.NprAgentLoopManager"
 TRAINER_MODES = ("npr_sync", "sync")  # async modes resume aborted requests from a partial output
-_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -166,12 +165,8 @@ def register_agent_loop() -> type[NprParallelAgentLoop]:
     """Register `NprParallelAgentLoop` as "npr_parallel" in verl's agent-loop registry. Idempotent.
     Raises ValueError when another class already holds the name."""
     target = f"{NprParallelAgentLoop.__module__}.{NprParallelAgentLoop.__qualname__}"
-    with _LOCK:
-        existing = _agent_loop_registry.get(NAME)
-        if existing is not None and dict(existing) != {"_target_": target}:
-            raise ValueError(f"verl agent loop {NAME!r} is already registered as {dict(existing)!r}; uninstall the "
-                             "other plugin or pick another name")
-        register(NAME)(NprParallelAgentLoop)
+    claim_name("agent loop", NAME, _agent_loop_registry, None, lambda: register(NAME)(NprParallelAgentLoop),
+               is_ours=lambda held: dict(held) == {"_target_": target})
     return NprParallelAgentLoop
 
 
