@@ -8,6 +8,8 @@ import pytest
 ALIASES = {
     "sglang_npr.protocol": ("npr.wire", ["FIELDS", "NPR_KEY", "NprParams", "NprParamsError", "encode_npr_params",
                                          "parse_npr_params"]),
+    "npr.sampling": ("npr.rejection", ["Engine", "Problem", "ReferenceEngine", "RejectionSampler", "Summary",
+                                       "Verdict", "iter_kept", "load_problems", "read_records", "sft_rows"]),
 }
 
 
@@ -17,3 +19,10 @@ def test_old_module_reexports_the_new_objects(old):
     old_module, new_module = importlib.import_module(old), importlib.import_module(new)
     for name in names:
         assert getattr(old_module, name) is getattr(new_module, name), f"{old}.{name} is not {new}.{name}"
+
+
+def test_problem_seed_of_rejection_sampling_is_trials_seed():
+    import npr.rejection
+    import npr.sampling
+
+    assert npr.sampling.problem_seed is npr.rejection.trials_seed

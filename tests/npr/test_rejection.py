@@ -15,7 +15,7 @@ from npr.cli.sample import reward_judge
 from npr.data import convert, write_parquet
 from npr.decoding import Decoder, DecodingConfig, ScriptedStructure
 from npr.layout import build_layout
-from npr.sampling import ReferenceEngine, RejectionSampler, load_problems, read_records, sft_rows
+from npr.rejection import ReferenceEngine, RejectionSampler, load_problems, read_records, sft_rows
 from npr.templates import Templates
 from npr.text import parse_text
 from npr.tiny import make_tiny_model, make_tiny_tokenizer, save_tiny
@@ -132,7 +132,7 @@ def test_invalid_conversions_are_reported_and_dropped(setup, tmp_path):
                   {"text": "<guideline><plan>a</plan></guideline>", "is_kept": True},  # block left open
                   {"text": "no blocks \\boxed{42}", "is_kept": True}]}
     (tmp_path / "r.jsonl").write_text(json.dumps(record) + "\n")
-    from npr.sampling import Summary
+    from npr.rejection import Summary
 
     summary = Summary()
     rows = sft_rows(str(tmp_path / "r.jsonl"), tok, summary=summary)
