@@ -10,6 +10,8 @@ ALIASES = {
                                          "parse_npr_params"]),
     "npr.sampling": ("npr.rejection", ["Engine", "Problem", "ReferenceEngine", "RejectionSampler", "Summary",
                                        "Verdict", "iter_kept", "load_problems", "read_records", "sft_rows"]),
+    "npr.render": ("npr.view", ["render_tree", "summarize"]),
+    "npr.eval.view": ("npr.view", ["Part", "ViewError", "load_record", "parts_of", "render_html", "render_terminal"]),
 }
 
 
