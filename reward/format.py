@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from npr.schema import DEFAULT_MAX_BRANCHES, TAG_STRINGS, Phase
+from npr.schema import DEFAULT_MAX_BRANCHES, TAG_STRINGS, TAGS, Phase
 from npr.text import ParsedText, parse_text
 from reward.extract import last_boxed
 
@@ -82,9 +82,9 @@ def _open_plan_flags(parsed: ParsedText) -> list[bool]:
         flags.append(is_open)
         if not piece.is_tag:
             continue
-        if piece.phase is Phase.GUIDELINE and piece.text in ("<plan>", "</plan>"):
-            is_open = piece.text == "<plan>"
-        elif piece.text == "<guideline>" and piece.phase is not Phase.GUIDELINE:
+        if piece.phase is Phase.GUIDELINE and piece.text in (TAGS["plan_open"], TAGS["plan_close"]):
+            is_open = piece.text == TAGS["plan_open"]
+        elif piece.text == TAGS["guideline_open"] and piece.phase is not Phase.GUIDELINE:
             is_open = False
     return flags
 

@@ -69,7 +69,7 @@ def create_npr_backend(runner: Any):
     """Factory registered as attention backend "npr" (called by SGLang with the ModelRunner)."""
     from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS
 
-    from sglang_npr.registration import check_patches_applied
+    from sglang_npr.hooks import check_patches_applied
 
     check_patches_applied()  # the model runner exists only after load_plugins() applied every hook
     inner = inner_backend_name(getattr(runner, "device", "cuda"))

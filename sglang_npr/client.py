@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from npr.errors import NprError
 from sglang_npr.patches.server_info import KEY
-from sglang_npr.protocol import NPR_KEY, encode_npr_params
+from npr.wire import NPR_KEY, encode_npr_params
 
 
 class NprServerError(NprError, RuntimeError):
@@ -21,7 +21,7 @@ class NprServerError(NprError, RuntimeError):
 
 def npr_sampling_params(sampling_params: dict[str, Any] | None = None, *, script: Sequence[Sequence[int]] | None = None,
                         **limits: int) -> dict[str, Any]:
-    """A copy of `sampling_params` with custom_params["npr"] set (validated; see sglang_npr.protocol)."""
+    """A copy of `sampling_params` with custom_params["npr"] set (validated; see npr.wire)."""
     out = copy.deepcopy(dict(sampling_params or {}))
     custom = dict(out.get("custom_params") or {})
     custom[NPR_KEY] = encode_npr_params(script=script, **limits)

@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from npr.once import Once
 from npr.versions import check_host_version
-from npr.errors import NprError
-
-
-class NprPatchError(NprError, RuntimeError):
-    """A hook NPR registered was not applied by SGLang (its target moved or failed to resolve)."""
+from sglang_npr.hooks import NprPatchError, check_patches_applied, install_patch, installed_patches  # noqa: F401
 
 
 def _patch_modules(on_cpu: bool) -> list:
@@ -51,9 +47,6 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-_INSTALLED: list = []
-
-
 def _register_with_sglang() -> None:
     check_host_version("sglang")
     from sglang.srt.layers.attention.attention_registry import ATTENTION_BACKENDS, register_attention_backend
@@ -66,8 +59,7 @@ def _register_with_sglang() -> None:
     if ATTENTION_BACKENDS.get(NAME) is not create_npr_backend:
         register_attention_backend(NAME)(create_npr_backend)
     for module in _patch_modules(on_cpu=not _has_cuda()):
-        module.install()
-        _INSTALLED.append(module)
+        install_patch(module)
 
 
 _ONCE = Once(_register_with_sglang)
@@ -84,18 +76,3 @@ def register() -> None:
 
 def is_registered() -> bool:
     return _ONCE.done
-
-
-def installed_patches() -> list[str]:
-    """Targets of the hooks this process registered."""
-    return [module.TARGET for module in _INSTALLED]
-
-
-def check_patches_applied() -> None:
-    """Raise NprPatchError unless SGLang applied every hook registered here (call after load_plugins)."""
-    from sglang.srt.plugins.hook_registry import HookRegistry
-
-    missing = [target for target in installed_patches() if target not in HookRegistry._patched]
-    if missing:
-        raise NprPatchError(f"SGLang did not apply NPR's hooks on {missing} (see its log for the reason); this "
-                            "SGLang build differs from the supported one. Check `npr doctor` and LEDGER.md.")

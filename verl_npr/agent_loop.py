@@ -9,7 +9,6 @@ min_fork_budget, script}; `check_config` validates them and the host settings fo
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 from uuid import uuid4
@@ -17,27 +16,26 @@ from uuid import uuid4
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopOutput, _agent_loop_registry, register
 from verl.utils.profiler import simple_timer
 
+from npr.forkjoin.limits import LIMIT_FIELDS, LimitFields
 from npr.layout import build_layout
-from npr.schema import DEFAULT_MAX_BRANCHES, TagIds
-from sglang_npr.protocol import NPR_KEY, encode_npr_params
+from npr.schema import TagIds
+from npr.wire import NPR_KEY, NprRecordError, encode_npr_params, parse_npr_record
+from verl_npr.batch import training_error
+from verl_npr.registries import claim_name
 
 NAME = "npr_parallel"
 MANAGER = "verl_npr.agent_loop_worker.NprAgentLoopManager"
 TRAINER_MODES = ("npr_sync", "sync")  # async modes resume aborted requests from a partial output
-RECORD_KEYS = ("stats", "refused_forks")
-_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
-class NprRolloutSettings:
-    """Fork-join limits of the rollout. max_total_tokens bounds the linearised response (what verl pads to
-    response_length; default), max_new_tokens the critical path (default: max_total_tokens). `script` forces
-    a structure on any model (tests, demos): branch lengths per block, as `npr.decoding.ScriptedStructure`."""
+class NprRolloutSettings(LimitFields):
+    """Fork-join limits of the rollout (`npr.forkjoin.limits.LimitFields`). max_total_tokens bounds the
+    linearised response (what verl pads to response_length; default), max_new_tokens the critical path
+    (default: max_total_tokens). `script` forces a structure on any model (tests, demos): branch lengths per
+    block, as `npr.decoding.ScriptedStructure`."""
 
-    max_branches: int = DEFAULT_MAX_BRANCHES
-    max_new_tokens: int | None = None
-    max_total_tokens: int | None = None
-    min_fork_budget: int = 8
+    max_new_tokens: int | None = None  # resolved in from_rollout_config (default: max_total_tokens)
     script: tuple[tuple[int, ...], ...] | None = None
 
     @classmethod
@@ -46,16 +44,17 @@ class NprRolloutSettings:
         None limits resolved (see the class). Raises ValueError naming the key and the fix."""
         custom = _get(rollout, "custom") or {}
         raw = dict(_get(custom, NPR_KEY) or {})
-        unknown = sorted(set(raw) - {"max_branches", "max_new_tokens", "max_total_tokens", "min_fork_budget", "script"})
+        valid = (*LIMIT_FIELDS, "script")
+        unknown = sorted(set(raw) - set(valid))
         if unknown:
             raise ValueError(f"unknown key(s) {unknown} in actor_rollout_ref.rollout.custom.npr; valid keys: "
-                             "max_branches, max_new_tokens, max_total_tokens, min_fork_budget, script")
+                             f"{', '.join(valid)}")
         response_length = int(_get(rollout, "response_length"))
         script = raw.get("script")
         total = raw.get("max_total_tokens") or response_length
-        settings = cls(max_branches=int(raw.get("max_branches") or DEFAULT_MAX_BRANCHES),
+        settings = cls(max_branches=int(raw.get("max_branches") or cls.max_branches),
                        max_new_tokens=raw.get("max_new_tokens") or total, max_total_tokens=total,
-                       min_fork_budget=int(raw.get("min_fork_budget", 8)),
+                       min_fork_budget=int(raw.get("min_fork_budget", cls.min_fork_budget)),
                        script=None if script is None else tuple(tuple(int(x) for x in block) for block in script))
         if settings.max_total_tokens > response_length:
             raise ValueError(f"actor_rollout_ref.rollout.custom.npr.max_total_tokens={settings.max_total_tokens} exceeds "
@@ -68,10 +67,8 @@ class NprRolloutSettings:
         return settings
 
     def wire(self) -> dict[str, Any]:
-        """The `custom_params["npr"]` dict (validated by sglang_npr.protocol; raises NprParamsError)."""
-        return encode_npr_params(max_branches=self.max_branches, max_new_tokens=self.max_new_tokens,
-                                 max_total_tokens=self.max_total_tokens, min_fork_budget=self.min_fork_budget,
-                                 script=self.script)
+        """The `custom_params["npr"]` dict (validated by npr.wire; raises NprParamsError)."""
+        return encode_npr_params(**self.limit_values(), script=self.script)
 
 
 def check_config(config: Any) -> NprRolloutSettings:
@@ -134,23 +131,21 @@ class NprParallelAgentLoop(AgentLoopBase):
         with simple_timer("generate_sequences", metrics):
             output = await self.server_manager.generate(request_id=uuid4().hex, prompt_ids=prompt_ids,
                                                         sampling_params=params)
-        record = (output.extra_fields or {}).get(NPR_KEY)
-        if not isinstance(record, Mapping) or any(key not in record for key in RECORD_KEYS):
-            raise ValueError(f"the rollout server returned no meta_info['npr'] record (got {record!r}): it does not run "
-                             "NPR fork-join. Use rollout.name=sglang with engine_kwargs.sglang.attention_backend=npr "
-                             "and native-parallel-reasoner installed next to SGLang")
+        record = parse_npr_record((output.extra_fields or {}).get(NPR_KEY))
+        if record is None:
+            raise NprRecordError("the rollout server returned no meta_info['npr'] record: it does not run NPR "
+                                 "fork-join. Use rollout.name=sglang with engine_kwargs.sglang.attention_backend=npr "
+                                 "and native-parallel-reasoner installed next to SGLang")
         response_ids = list(output.token_ids)
         if len(response_ids) > self.response_length:
             raise ValueError(f"the engine returned {len(response_ids)} tokens, beyond max_total_tokens "
                              f"{self.settings.max_total_tokens} / response_length {self.response_length}")
-        finish_reason = record.get("finish_reason") or output.stop_reason
+        finish_reason = record.finish_reason or output.stop_reason
         layout = build_layout(list(prompt_ids) + response_ids, self.tags, len(prompt_ids),
-                              refused_forks=record["refused_forks"], max_branches=self.settings.max_branches)
-        is_valid = bool(layout.is_valid) and finish_reason == "stop" and bool(response_ids)
-        error = layout.error or (None if finish_reason == "stop" else f"finish_reason {finish_reason!r}")
-        npr_record = {"stats": dict(record["stats"]), "refused_forks": [int(x) for x in record["refused_forks"]],
-                      "blocks": list(record.get("blocks") or []), "notes": list(record.get("notes") or []),
-                      "finish_reason": finish_reason, "max_branches": self.settings.max_branches,
+                              refused_forks=list(record.refused_forks), max_branches=self.settings.max_branches)
+        error = training_error(layout, finish_reason, len(response_ids))
+        is_valid = error is None
+        npr_record = {**record.as_dict(), "finish_reason": finish_reason, "max_branches": self.settings.max_branches,
                       "is_valid": is_valid, "error": error}
         extra = dict(output.extra_fields or {})
         extra[NPR_KEY] = npr_record
@@ -167,12 +162,8 @@ def register_agent_loop() -> type[NprParallelAgentLoop]:
     """Register `NprParallelAgentLoop` as "npr_parallel" in verl's agent-loop registry. Idempotent.
     Raises ValueError when another class already holds the name."""
     target = f"{NprParallelAgentLoop.__module__}.{NprParallelAgentLoop.__qualname__}"
-    with _LOCK:
-        existing = _agent_loop_registry.get(NAME)
-        if existing is not None and dict(existing) != {"_target_": target}:
-            raise ValueError(f"verl agent loop {NAME!r} is already registered as {dict(existing)!r}; uninstall the "
-                             "other plugin or pick another name")
-        register(NAME)(NprParallelAgentLoop)
+    claim_name("agent loop", NAME, _agent_loop_registry, None, lambda: register(NAME)(NprParallelAgentLoop),
+               is_ours=lambda held: dict(held) == {"_target_": target})
     return NprParallelAgentLoop
 
 

@@ -15,7 +15,7 @@ from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorke
 
 from npr.layout import Layout, build_layout
 from npr.schema import TagIds
-from sglang_npr.protocol import NPR_KEY
+from npr.wire import NPR_KEY, parse_npr_record
 from verl_npr.agent_loop import check_config
 from verl_npr.batch import structure_inputs
 
@@ -23,11 +23,12 @@ from verl_npr.batch import structure_inputs
 def layout_of(output: Any, tags: TagIds) -> Layout | None:
     """The Layout of an `npr_parallel` AgentLoopOutput (prompt + response, the engine's refused forks),
     or None for a row of another agent loop."""
-    record = (getattr(output, "extra_fields", None) or {}).get(NPR_KEY)
+    extra = (getattr(output, "extra_fields", None) or {}).get(NPR_KEY)
+    record = parse_npr_record(extra)
     if record is None:
         return None
     return build_layout(list(output.prompt_ids) + list(output.response_ids), tags, len(output.prompt_ids),
-                        refused_forks=record["refused_forks"], max_branches=record["max_branches"])
+                        refused_forks=list(record.refused_forks), max_branches=extra["max_branches"])
 
 
 def scatter_positions(layout: Layout, attention_mask: torch.Tensor) -> torch.Tensor:

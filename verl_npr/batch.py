@@ -17,6 +17,24 @@ import torch
 from npr.masks import STRUCTURE_KEYS, attention_kwargs
 
 
+def training_error(layout: Any, finish_reason: str | None, num_response_tokens: int) -> str | None:
+    """Why a trajectory gets no gradient (DESIGN §6 structural filtering), or None when it trains: its
+    layout is valid, it stopped by itself (finish_reason "stop": not cut by a limit, not aborted) and it
+    has a response. The one home of the "this row trains" rule."""
+    if not layout.is_valid:
+        return layout.error or "invalid layout"
+    if finish_reason != "stop":
+        return f"finish_reason {finish_reason!r}"
+    if num_response_tokens <= 0:
+        return "empty response"
+    return None
+
+
+def trains(layout: Any, finish_reason: str | None, num_response_tokens: int) -> bool:
+    """Whether a trajectory gets gradient (see `training_error`)."""
+    return training_error(layout, finish_reason, num_response_tokens) is None
+
+
 @dataclass(frozen=True)
 class Sample:
     """One trajectory: prompt and linearised response ids, the Layout of prompt+response, whether it
@@ -42,9 +60,9 @@ class Sample:
     @classmethod
     def from_decoded(cls, result: Any, is_valid: bool | None = None) -> "Sample":
         """From an `npr.decoding` result (or anything with prompt_ids, token_ids, logprobs, layout).
-        Valid by default when its layout is valid and it stopped by itself."""
+        Valid by default when it trains (`trains`: valid layout, stopped by itself, non-empty)."""
         if is_valid is None:
-            is_valid = bool(result.layout.is_valid) and getattr(result, "finish_reason", "stop") == "stop"
+            is_valid = trains(result.layout, getattr(result, "finish_reason", "stop"), len(result.token_ids))
         return cls(list(result.prompt_ids), list(result.token_ids), result.layout, is_valid, list(result.logprobs))
 
 

@@ -6,7 +6,6 @@ batch std; shapes never change. Importing this module registers nothing (`regist
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 from typing import Any
 
@@ -15,7 +14,6 @@ import torch
 
 NAME = "npr_papo"
 DEFAULT_EPSILON = 1e-6
-_LOCK = threading.Lock()
 
 
 def valid_rows(response_mask: torch.Tensor) -> torch.Tensor:
@@ -91,12 +89,9 @@ def register_papo() -> None:
     from verl.trainer.ppo.core_algos import ADV_ESTIMATOR_REGISTRY, POLICY_LOSS_REGISTRY, register_adv_est, \
         register_policy_loss
 
-    with _LOCK:
-        for registry, fn, kind in ((ADV_ESTIMATOR_REGISTRY, compute_papo_advantage, "advantage estimator"),
-                                   (POLICY_LOSS_REGISTRY, compute_papo_policy_loss, "policy loss")):
-            existing = registry.get(NAME)
-            if existing is not None and existing is not fn:
-                raise ValueError(f"verl {kind} {NAME!r} is already registered by {existing!r}; "
-                                 "uninstall the other plugin or pick another name")
-        register_adv_est(NAME)(compute_papo_advantage)
-        register_policy_loss(NAME)(compute_papo_policy_loss)
+    from verl_npr.registries import Claim, claim_names
+
+    claim_names(Claim.of("advantage estimator", NAME, ADV_ESTIMATOR_REGISTRY, compute_papo_advantage,
+                         lambda: register_adv_est(NAME)(compute_papo_advantage)),
+                Claim.of("policy loss", NAME, POLICY_LOSS_REGISTRY, compute_papo_policy_loss,
+                         lambda: register_policy_loss(NAME)(compute_papo_policy_loss)))

@@ -8,7 +8,6 @@ Importing this module imports verl's platform layer only; `register_cpu_platform
 from __future__ import annotations
 
 import os
-import threading
 import types
 from contextlib import contextmanager
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 import torch
 from verl.plugin.platform import PlatformBase
 
+from verl_npr.registries import REGISTRY_LOCK
+
 NAME = "cpu"
 ENV = "VERL_PLATFORM"
-_LOCK = threading.Lock()
 
 
 def _zero(*args: Any, **kwargs: Any) -> int:
@@ -123,7 +123,7 @@ def register_cpu_platform() -> None:
     engines for the cpu device and apply the gloo process-group patch. Idempotent."""
     from verl.plugin.platform import PlatformRegistry
 
-    with _LOCK:
+    with REGISTRY_LOCK:
         existing = PlatformRegistry.get(NAME)
         if existing is not CpuPlatform:
             PlatformRegistry.register(NAME)(CpuPlatform)

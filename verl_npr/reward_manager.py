@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import threading
 from typing import Any
 
 from verl import DataProto
@@ -21,10 +20,10 @@ from verl.utils.reward_score import default_compute_score
 
 import reward
 from npr.schema import TAG_STRINGS
+from verl_npr.registries import claim_name
 
 NAME = "npr"
 REWARD_KWARGS = ("stage", "timeout_s", "max_branches")  # read from config.reward.reward_kwargs
-_LOCK = threading.Lock()
 
 
 def reward_kwargs_from_config(config: Any) -> dict[str, Any]:
@@ -98,10 +97,5 @@ def register_reward_manager() -> type[NprRewardManager]:
 
     Raises ValueError when another class already holds the name "npr".
     """
-    with _LOCK:
-        existing = REWARD_MANAGER.get(NAME)
-        if existing is not None and existing is not NprRewardManager:
-            raise ValueError(f"verl reward manager {NAME!r} is already registered by {existing!r}; "
-                             "uninstall the other plugin or pick another name")
-        register(NAME)(NprRewardManager)
-        return NprRewardManager
+    claim_name("reward manager", NAME, REWARD_MANAGER, NprRewardManager, lambda: register(NAME)(NprRewardManager))
+    return NprRewardManager

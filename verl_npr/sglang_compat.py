@@ -12,16 +12,15 @@ subclasses in `verl_npr.sglang_rollout`, which apply the two ledgered patches wh
 from __future__ import annotations
 
 import os
-import threading
 
 from packaging.version import Version
 
 from npr.versions import installed_version
+from verl_npr.registries import REGISTRY_LOCK
 
 # SGLang versions whose ServerArgs is a msgspec struct and whose EngineBase has the weight-update session
 NEEDS_COMPAT_FROM = Version("0.5.23")
 ADAPTER = "verl_npr.sglang_rollout.NprSGLangServerAdapter"
-_LOCK = threading.Lock()
 
 
 def needs_compat(sglang_version: str | None = None) -> bool:
@@ -38,7 +37,7 @@ def register_sglang_compat() -> bool:
     from verl.workers.rollout import base
     from verl.workers.rollout.replica import RolloutReplicaRegistry
 
-    with _LOCK:
+    with REGISTRY_LOCK:
         RolloutReplicaRegistry.register("sglang", load_replica)
         base._ROLLOUT_REGISTRY[("sglang", "async")] = ADAPTER
     return True

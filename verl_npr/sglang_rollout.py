@@ -9,7 +9,7 @@ from verl.workers.rollout.sglang_rollout.async_sglang_server import SGLangHttpSe
 from verl.workers.rollout.sglang_rollout.http_server_engine import AsyncHttpServerAdapter
 from verl.workers.rollout.sglang_rollout.sglang_rollout import ServerAdapter
 
-from sglang_npr.protocol import NPR_KEY
+from npr.wire import NPR_KEY
 from verl_npr.patches import sglang_cpu_weight_transfer, sglang_http_adapter, sglang_server_args
 from verl_npr.platform import is_selected as is_cpu_platform
 

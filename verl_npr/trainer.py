@@ -7,7 +7,6 @@ Registered by `register_trainer_mode()`; select with `trainer.v1.trainer_mode: n
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,11 +15,11 @@ import torch
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from sglang_npr.protocol import NPR_KEY
+from npr.wire import NPR_KEY
 from verl_npr.agent_loop import record_metrics
+from verl_npr.registries import claim_name
 
 NAME = "npr_sync"
-_LOCK = threading.Lock()
 
 
 class NprSyncTrainer(PPOTrainerSync):
@@ -60,11 +59,6 @@ def _plain(item: Any) -> Any:
 def register_trainer_mode() -> type[NprSyncTrainer]:
     """Register `NprSyncTrainer` as verl v1 trainer mode "npr_sync". Idempotent; raises ValueError when
     another class holds the name."""
-    with _LOCK:
-        existing = TRAINER_REGISTRY.get(NAME)
-        if existing is not None and existing is not NprSyncTrainer:
-            raise ValueError(f"verl trainer mode {NAME!r} is already registered by {existing!r}; uninstall the "
-                             "other plugin or pick another name")
-        if existing is None:
-            register_trainer(NAME)(NprSyncTrainer)
+    claim_name("trainer mode", NAME, TRAINER_REGISTRY, NprSyncTrainer,
+               lambda: register_trainer(NAME)(NprSyncTrainer))
     return NprSyncTrainer

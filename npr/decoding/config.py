@@ -5,19 +5,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from npr.forkjoin.limits import Limits, check_int
-from npr.schema import DEFAULT_MAX_BRANCHES
+from npr.forkjoin.limits import LimitFields, Limits, check_int
 
 
 @dataclass(frozen=True)
-class DecodingConfig:
-    """The fork-join limits (DESIGN §5; validated and held as `npr.forkjoin.Limits` in `.limits`) plus
-    the reference decoder's own engine settings.
-
-    max_new_tokens bounds the critical path of a response; max_total_tokens bounds all generated
-    tokens (None = max_branches * max_new_tokens). A fork is refused (the request goes on
-    sequentially) when fewer than min_fork_budget tokens are left on the critical path, or per branch
-    of the total budget. parallel=False never forks: plain sequential decoding (a baseline).
+class DecodingConfig(LimitFields):
+    """The fork-join limits (`npr.forkjoin.limits.LimitFields`: max_branches, max_new_tokens,
+    max_total_tokens, min_fork_budget; validated and held as `npr.forkjoin.Limits` in `.limits`) plus
+    the reference decoder's own engine settings. parallel=False never forks: plain sequential
+    decoding (a baseline).
 
     Engine settings: step_repetition_penalty (1.0 = off); max_kv_slots bounds the K/V pool (None =
     it grows with the tokens in flight; when bounded, requests wait and the latest admitted are
@@ -25,10 +21,6 @@ class DecodingConfig:
     use_cuda_graphs is accepted for compatibility and currently unused (steps run eagerly).
     """
 
-    max_branches: int = DEFAULT_MAX_BRANCHES
-    max_new_tokens: int = 1024
-    max_total_tokens: int | None = None
-    min_fork_budget: int = 8
     step_repetition_penalty: float = 1.0
     stop_token_ids: tuple[int, ...] = ()
     parallel: bool = True
@@ -38,8 +30,7 @@ class DecodingConfig:
     limits: Limits = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        limits = Limits(self.max_branches, self.max_new_tokens, self.max_total_tokens, self.min_fork_budget,
-                        self.parallel, self.stop_token_ids)
+        limits = Limits(**self.limit_values(), parallel=self.parallel, stop_token_ids=self.stop_token_ids)
         object.__setattr__(self, "limits", limits)
         object.__setattr__(self, "stop_token_ids", limits.stop_token_ids)
         if not (isinstance(self.step_repetition_penalty, (int, float)) and 0 < self.step_repetition_penalty < math.inf):

@@ -5,7 +5,7 @@ from npr.eval.config import BenchmarkSpec, ConfigError, EvalConfig, load_config
 from npr.eval.engines import EngineError, HttpEngine, ReferenceEngine, Sampling, SGLangEngine, make_engine
 from npr.eval.metrics import Structure, avg_at_k, pass_at_k, speedup, structure_from_spans, structure_of, summarize_samples
 from npr.eval.runner import read_samples, run_eval
-from npr.eval.view import load_record, render_html, render_terminal
+from npr.view import load_record, render_html, render_terminal
 
 __all__ = [
     "BENCHMARKS", "Benchmark", "BenchmarkError", "BenchmarkSpec", "ConfigError", "EngineError", "EvalConfig",

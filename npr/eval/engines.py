@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from npr.errors import NprError
 from npr.forkjoin import Trajectory, derive_seed
+from npr.wire import NprRecordError, trajectory_from_output
 
 MODES = ("parallel", "sequential")
 ENGINES = ("reference", "sglang", "http")
@@ -109,24 +110,12 @@ def _sglang_params(sampling: Sampling, mode: str, seed: int, script) -> dict[str
 
 
 def trajectory_from_sglang(prompt: Sequence[int], out: dict[str, Any]) -> Trajectory:
-    """A Trajectory from one SGLang output (engine or /generate): output_ids, log-probs, meta_info["npr"]
-    (absent for a plain, sequential request: stats of a sequence that never forked)."""
-    meta = out.get("meta_info", {})
-    ids = list(out["output_ids"])
-    logprobs = [float(entry[0]) for entry in meta.get("output_token_logprobs") or []]
-    if len(logprobs) != len(ids):
-        raise EngineError(f"SGLang returned {len(logprobs)} log-probs for {len(ids)} output ids; "
-                          "the request needs return_logprob=True")
-    finish = meta.get("finish_reason") or {}
-    reason = finish.get("type", "stop") if isinstance(finish, dict) else str(finish)
-    reason = reason if reason in ("stop", "length", "abort") else "stop"
-    npr = meta.get("npr")
-    if npr is None:
-        stats = {"total_tokens": len(ids), "critical_path_tokens": len(ids), "num_forks": 0, "max_width": 1}
-        return Trajectory(list(prompt), ids, logprobs, reason, stats)
-    return Trajectory(list(prompt), ids, logprobs, reason, dict(npr["stats"]),
-                      refused_forks=list(npr.get("refused_forks") or []), blocks=list(npr.get("blocks") or []),
-                      notes=list(npr.get("notes") or []))
+    """A Trajectory from one SGLang output (engine or /generate): `npr.wire.trajectory_from_output`, its
+    errors as EngineError."""
+    try:
+        return trajectory_from_output(prompt, out)
+    except NprRecordError as err:
+        raise EngineError(str(err)) from None
 
 
 def _output(tokenizer, prompt, out: dict[str, Any]) -> Output:

@@ -7,7 +7,7 @@ TARGET = ("sglang.srt.managers.scheduler_components.output_streamer."
 
 
 def npr_is_request_level(result, self, key, *args, **kwargs):
-    from sglang_npr.protocol import NPR_KEY
+    from npr.wire import NPR_KEY
 
     return True if key == NPR_KEY else result
 

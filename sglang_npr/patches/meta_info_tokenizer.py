@@ -6,7 +6,7 @@ TARGET = "sglang.srt.managers.tokenizer_manager.TokenizerManager._accumulate_req
 
 
 def npr_record(original, meta_info, state, key, values, *args, **kwargs):
-    from sglang_npr.protocol import NPR_KEY
+    from npr.wire import NPR_KEY
 
     if key == NPR_KEY:
         if values:

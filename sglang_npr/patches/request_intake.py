@@ -15,7 +15,7 @@ TARGET = "sglang.srt.managers.tokenizer_manager.TokenizerManager._create_tokeniz
 
 def check_npr_request(tokenized, self, *args, **kwargs):
     from sglang_npr.capabilities import capabilities, request_refusal, server_refusal
-    from sglang_npr.protocol import NprParamsError, parse_npr_params
+    from npr.wire import NprParamsError, parse_npr_params
 
     check_prompt(tokenized, _vocab_size(self))
     sampling = getattr(tokenized, "sampling_params", None)

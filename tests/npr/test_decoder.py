@@ -10,13 +10,9 @@ from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStruct
 from npr.decoding.sampler import sample_batch
 from npr.forkjoin import derive_seed
 from npr import structured_logprobs
+from tests.cases import prompt_ids
 
 CONSISTENCY_TOL = 1e-9  # float64; the contract is 1e-6
-
-
-def prompt_ids(tokenizer, text="What is 6 times 7?"):
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
-    return list(ids if isinstance(ids, list) else ids["input_ids"])
 
 
 def trainer_logprobs(model, layout, mask=None):

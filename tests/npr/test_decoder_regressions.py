@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from npr import structured_logprobs
 from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure
-from tests.npr.test_decoder import prompt_ids
+from tests.cases import prompt_ids
 
 TOL = 1e-9
 

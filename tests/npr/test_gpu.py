@@ -9,7 +9,7 @@ from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStruct
 from npr.layout import build_layout
 from npr.masks import block_mask, dense_mask
 from npr.tiny import make_tiny_model
-from tests.npr.test_decoder import prompt_ids
+from tests.cases import prompt_ids
 
 pytestmark = pytest.mark.gpu
 TOL = {torch.float32: 2e-4, torch.bfloat16: 0.15}
@@ -35,7 +35,7 @@ def test_compiled_flex_block_mask_matches_dense_sdpa(sym, tags, dtype):
     from torch.nn.attention.flex_attention import flex_attention
     import torch.nn.functional as F
 
-    from tests.npr.test_layout import THREE_AND_TWO
+    from tests.cases import THREE_AND_TWO
 
     ids = sym(THREE_AND_TWO) * 9  # ~400 tokens: several 128-blocks, a ragged last one
     layout = build_layout(ids, tags, 1)

@@ -9,15 +9,8 @@ from hypothesis import strategies as st
 from npr.layout import build_layout, pack_layouts
 from npr.masks import dense_mask
 from npr.schema import TAGS
+from tests.cases import THREE_AND_TWO, TWO_BRANCHES
 from tests.reference import brute_force_mask
-
-TWO_BRANCHES = (
-    "Q Q Q "
-    "<guideline> <plan> a </plan> <plan> b </plan> </guideline> "
-    "<step> h c </step> "
-    "<step> h c c c </step> "
-    "<takeaway> t </takeaway> ans"
-)
 
 
 def test_two_branches_positions_and_branches(sym, tags):
@@ -44,20 +37,6 @@ def test_two_branches_mask(sym, tags):
     assert mask[17, :11].all() and not mask[17, 11:15].any() and mask[17, 15:18].all() and not mask[17, 18:].any()
     assert mask[13, :14].all() and not mask[13, 14:].any()  # branch 1 is plain causal
     assert mask[21, :22].all() and not mask[21, 22:].any()  # the takeaway sees every branch
-
-
-THREE_AND_TWO = (
-    "Q "
-    "<guideline> <plan> x </plan> <plan> y </plan> <plan> z </plan> </guideline> nl "
-    "<step> a </step> nl "
-    "<step> b b b </step> "
-    "<step> </step> nl "
-    "<takeaway> t </takeaway> nl "
-    "<guideline> <plan> u </plan> <plan> v </plan> </guideline> "
-    "<step> e e </step> "
-    "<step> </step> "
-    "<takeaway> </takeaway> ans"
-)
 
 
 def test_several_blocks_uneven_branches_and_separators(sym, tags):

@@ -6,7 +6,7 @@ import torch
 
 from npr.layout import build_layout, pack_layouts
 from npr.masks import block_mask, dense_mask, make_npr_mask_mod, render_block_mask
-from tests.npr.test_layout import THREE_AND_TWO, TWO_BRANCHES
+from tests.cases import THREE_AND_TWO, TWO_BRANCHES
 
 
 @pytest.fixture

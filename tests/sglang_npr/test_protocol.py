@@ -4,7 +4,7 @@ fails with a message naming it and the fix; the client-side encoder round-trips 
 import pytest
 
 from sglang_npr.client import NprServerError, npr_sampling_params, require_npr_server
-from sglang_npr.protocol import FIELDS, NprParams, NprParamsError, encode_npr_params, parse_npr_params
+from npr.wire import FIELDS, NprParams, NprParamsError, encode_npr_params, parse_npr_params
 
 
 def test_absent_or_none_means_plain_request():

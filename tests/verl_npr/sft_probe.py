@@ -66,7 +66,8 @@ def train(root: Path, model: str, data: str, name: str, *overrides: str) -> list
     env.pop("VERL_USE_EXTERNAL_PLUGINS", None)
     cmd = [sys.executable, "-m", "verl.trainer.sft_trainer", "--config-path", str(RECIPE), "--config-name",
            "tiny_cpu", f"model.path={model}", f"data.train_files={data}",
-           f"trainer.default_local_dir={root / ('ckpt_' + name)}", *overrides]
+           f"trainer.default_local_dir={root / ('ckpt_' + name)}",
+           f"hydra.run.dir={root / ('hydra_' + name)}", *overrides]  # Hydra's run files, out of the checkout
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, stdin=subprocess.DEVNULL)
     losses = {int(m.group(1)): float(m.group(2)) for m in LOSS_RE.finditer(proc.stdout + proc.stderr)}
     if proc.returncode != 0 or not losses:

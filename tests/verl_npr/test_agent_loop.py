@@ -18,7 +18,7 @@ require_host("verl")
 
 from npr.decoding import Decoder, DecodingConfig, SamplingParams, ScriptedStructure  # noqa: E402
 from npr.masks import STRUCTURE_KEYS  # noqa: E402
-from sglang_npr.protocol import parse_npr_params  # noqa: E402
+from npr.wire import make_npr_record, parse_npr_params  # noqa: E402
 from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap  # noqa: E402
 from verl.utils.dataset.rl_dataset import RLHFDataset  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
@@ -58,8 +58,7 @@ class DecoderServerManager:
         [r] = decoder.generate([list(prompt_ids)], SamplingParams(temperature=sampling_params["temperature"], seed=0),
                                script=script)
         self.results.append(r)
-        record = {"stats": dict(r.stats), "blocks": r.blocks, "refused_forks": r.refused_forks, "notes": r.notes,
-                  "finish_reason": r.finish_reason}
+        record = make_npr_record(r)  # what the SGLang plugin sends as meta_info["npr"]
         return TokenOutput(token_ids=r.token_ids, log_probs=r.logprobs, stop_reason=r.finish_reason,
                            extra_fields={"global_steps": 1, "npr": record})
 

@@ -2,6 +2,8 @@
 the layout, structure in per-sample multi_modal_inputs that concatenate to the packed kwargs, and an
 all-zero response_mask row for an invalid trajectory."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ require_host("verl")
 
 from npr.layout import build_layout  # noqa: E402
 from npr.masks import STRUCTURE_KEYS, attention_kwargs  # noqa: E402
-from verl_npr.batch import Sample, make_data_proto, sample_fields  # noqa: E402
+from verl_npr.batch import Sample, make_data_proto, sample_fields, trains, training_error  # noqa: E402
 
 BRANCHED = ("<guideline> <plan> a </plan> <plan> b </plan> </guideline> <step> h c </step> <step> h c c c </step> "
             "<takeaway> t </takeaway> x")
@@ -65,3 +67,21 @@ def test_bad_samples_name_the_problem(samples, sym, tags):
         make_data_proto(samples, 0, max_response_length=2)
     with pytest.raises(ValueError, match="at least one"):
         make_data_proto([], 0)
+
+
+def test_the_row_trains_rule(sym, tags):
+    """One rule for every path (agent loop, Sample.from_decoded): valid layout, stopped by itself, non-empty."""
+    p, good, broken = sym("P"), sym(BRANCHED), sym("<guideline> <plan> a </plan> </guideline> x")
+    layout = build_layout(p + good, tags, len(p))
+    assert trains(layout, "stop", len(good)) and training_error(layout, "stop", len(good)) is None
+    assert training_error(layout, "length", len(good)) == "finish_reason 'length'"
+    assert training_error(layout, "abort", len(good)) == "finish_reason 'abort'"
+    assert training_error(build_layout(p, tags, len(p)), "stop", 0) == "empty response"
+    bad = build_layout(p + broken, tags, len(p))
+    assert not bad.is_valid and training_error(bad, "stop", len(broken)) == bad.error
+
+    def decoded(finish_reason):  # an npr.decoding result's fields
+        return SimpleNamespace(prompt_ids=p, token_ids=good, logprobs=[-0.1] * len(good), layout=layout,
+                               finish_reason=finish_reason)
+
+    assert Sample.from_decoded(decoded("stop")).is_valid and not Sample.from_decoded(decoded("length")).is_valid

@@ -37,7 +37,8 @@ def test_two_grpo_steps_log_the_stage1_reward(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "verl.trainer.main_ppo", "--config-path",
                            str(ROOT / "recipes" / "npr_zero"), "--config-name", "tiny_cpu",
                            f"actor_rollout_ref.model.path={model}", f"data.train_files={data}",
-                           f"data.val_files={data}", f"trainer.default_local_dir={tmp_path / 'ckpt'}"],
+                           f"data.val_files={data}", f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+                           f"hydra.run.dir={tmp_path / 'hydra'}"],  # Hydra's run files, out of the checkout
                           capture_output=True, text=True, timeout=1500, env=env, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     steps = {}
