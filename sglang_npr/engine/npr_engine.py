@@ -34,7 +34,7 @@ from npr.forkjoin import (
 from sglang_npr.engine import tail as tails
 from sglang_npr.engine.rows import RowTable, SeqRow
 from sglang_npr.engine.sampling import Choice, choice_of, choose_and_score
-from sglang_npr.protocol import NPR_KEY, NprParams
+from npr.wire import NPR_KEY, NprParams, make_npr_record
 
 logger = logging.getLogger(__name__)
 
@@ -103,9 +103,7 @@ class NprEngine:
         sp = req.sampling_params
         params = params.resolved(sp.max_new_tokens)
         stops = set(self.eos_ids) | set(sp.stop_token_ids or ()) | set(req.eos_token_ids or ())
-        limits = Limits(max_branches=params.max_branches, max_new_tokens=params.max_new_tokens,
-                        max_total_tokens=params.max_total_tokens, min_fork_budget=params.min_fork_budget,
-                        stop_token_ids=tuple(sorted(stops)))
+        limits = Limits(**params.limit_values(), stop_token_ids=tuple(sorted(stops)))
         script = self._script(params) if params.script is not None else None
         choice = choice_of(sp, self.vocab_size, req.rid, self.server_seed, script)
         req.npr_params = params
@@ -356,10 +354,7 @@ class NprEngine:
             reason = FINISH_LENGTH(length=len(traj.token_ids))
         else:
             reason = FINISH_ABORT("aborted")
-        record = {"stats": dict(traj.stats), "blocks": traj.blocks, "refused_forks": traj.refused_forks,
-                  "notes": traj.notes, "finish_reason": traj.finish_reason}
-        if entry.params.return_positions:
-            record["positions"] = list(finish.positions)
+        record = make_npr_record(traj, finish.positions if entry.params.return_positions else None)
         req.customized_info = {NPR_KEY: [record]}
         # SGLang sends a request-level customized_info key of a streaming request with its first chunk
         # only; the record exists at the Finish, so the final chunk is built as a non-streaming Req's is

@@ -27,7 +27,7 @@ def active_engine():
 
 
 def take_npr(original, self, req, *args, **kwargs):
-    from sglang_npr.protocol import parse_npr_params
+    from npr.wire import parse_npr_params
 
     if getattr(req, "npr_params", None) is None and not kwargs.get("is_retracted", False):
         params = parse_npr_params(getattr(req.sampling_params, "custom_params", None))

@@ -8,7 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
-from sglang_npr.protocol import parse_npr_params
+from npr.wire import parse_npr_params
 from tests.sglang_npr.engines import CPU_SERVER_ARGS
 
 ROOT = Path(__file__).resolve().parents[2]
