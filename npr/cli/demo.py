@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from npr.cli.generate import script_spec
+from npr.loading import script_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 def run_quick(args: argparse.Namespace) -> int:
     import torch
 
-    from npr.cli.generate import encode_prompt, parse_script
+    from npr.loading import encode_prompt, parse_script
     from npr.decoding import Decoder, DecodingConfig, SamplingParams
     from npr import structured_logprobs
     from npr.render import render_tree, summarize

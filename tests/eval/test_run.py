@@ -51,9 +51,14 @@ class CountingEngine:
     def check(self, mode):
         self.inner.check(mode)
 
-    def generate(self, prompts, *args):
+    def generate(self, prompts, *args):  # the untimed warm-up
         self.num_prompts += len(prompts)
         return self.inner.generate(prompts, *args)
+
+    def stream(self, requests, *args):
+        for finished in self.inner.stream(requests, *args):
+            self.num_prompts += 1
+            yield finished
 
 
 def _config(data, out, model_path, **kw):
@@ -109,7 +114,11 @@ def test_end_to_end_both_modes_then_resume(engine, data, model_path, tmp_path):
     redone = read_samples(str(tmp_path / "run" / "samples.jsonl"))
     key = lambda r: (r["benchmark"], r["mode"], r["problem_id"], r["sample"])  # noqa: E731
     first = {key(r): r["trajectory"] for r in records}
-    assert sorted(map(key, redone)) == sorted(first) and all(first[key(r)] == r["trajectory"] for r in redone)
+    assert sorted(map(key, redone)) == sorted(first)
+    for r in redone:  # the same samples; log-probs of a batch of another size differ by float rounding only
+        want, got = first[key(r)], r["trajectory"]
+        assert {k: v for k, v in got.items() if k != "logprobs"} == {k: v for k, v in want.items() if k != "logprobs"}
+        assert max(abs(a - b) for a, b in zip(got["logprobs"], want["logprobs"])) < 1e-4
 
 
 def test_more_problems_later_decodes_only_the_new_ones(engine, data, model_path, tmp_path):
