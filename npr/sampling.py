@@ -116,11 +116,17 @@ class ReferenceEngine:
 
 
 def load_problems(path: str) -> tuple[list[Problem], list[tuple[int, str]]]:
-    """Problems of a prepared parquet/JSONL (verl's RL layout); bad rows come back as (index, reason)."""
+    """Problems of a prepared parquet/JSONL (verl's RL layout), or a folder of such files (in file-name
+    order, one kind); bad rows come back as (index, reason)."""
     import datasets
 
-    kind = "parquet" if path.endswith(".parquet") else "json"
-    rows = datasets.load_dataset(kind, data_files=path, split="train")
+    from npr.data import folder_files
+
+    files = folder_files(path, (".parquet", ".jsonl", ".json")) if os.path.isdir(path) else [path]
+    kinds = {"parquet" if f.endswith(".parquet") else "json" for f in files}
+    if len(kinds) != 1:
+        raise ValueError(f"{path}: mixes parquet and JSON files; keep one kind per folder")
+    rows = datasets.load_dataset(kinds.pop(), data_files=files, split="train")
     problems, skipped, seen = [], [], set()
     for index, row in enumerate(rows):
         try:
