@@ -244,7 +244,7 @@ def test_report_states_each_speed_figure_with_its_definition(engine, data, model
     replay = summary["replay"]["aime25"]
     total, critical = sum(r["total_tokens"] for r in parallel[:2]), sum(r["critical_path_tokens"] for r in parallel[:2])
     assert replay["num_samples"] == 2 and replay["token_ratio"] == pytest.approx(total / critical)
-    assert total / critical > 1.5  # the script's blocks of 2 and 3 branches
+    assert total / critical > 1.3  # the script forks: blocks of 2 and 3 branches
     assert replay["replay_speedup"] == pytest.approx(replay["sequential_s"] / replay["fork_join_s"])
     report = (tmp_path / "speed" / "report.md").read_text()
     for figure in ("time_to_answer_s", "tokens_per_s", "critical_path_tokens", "replay_speedup", "token_ratio",
