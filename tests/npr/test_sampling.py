@@ -168,3 +168,12 @@ def test_sample_cli_end_to_end(setup, tmp_path, capsys):
     assert main(argv) == 0  # resumes: nothing new is sampled
     assert json.loads(capsys.readouterr().out)["num_resumed"] == 4
     assert main(argv[:-1] + ["--num-trials", "0"]) == 2
+
+
+def test_a_folder_of_prepared_files_reads_as_its_files(setup, tmp_path):
+    root, *_ = setup
+    (tmp_path / "parts").mkdir()
+    rows = pd.read_parquet(root / "data.parquet")
+    rows.iloc[:2].to_parquet(tmp_path / "parts" / "a.parquet")
+    rows.iloc[2:].to_parquet(tmp_path / "parts" / "b.parquet")
+    assert load_problems(str(tmp_path / "parts")) == load_problems(str(root / "data.parquet"))
