@@ -128,10 +128,24 @@ def convert(raw_rows: Iterable[Any], data_source: str, split: str = "train",
     return out
 
 
+ROW_FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
+
+
+def folder_files(folder: str, suffixes: Sequence[str] = ROW_FILE_SUFFIXES) -> list[str]:
+    """The files of `folder` with one of `suffixes`, sorted by name. Raises ValueError when there are none."""
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if f.endswith(tuple(suffixes)) and os.path.isfile(os.path.join(folder, f)))
+    if not files:
+        raise ValueError(f"{folder}: the folder holds no {', '.join(suffixes)} file")
+    return files
+
+
 def read_rows(source: str, hub_split: str = "train") -> list[Any]:
-    """Raw rows of a local .json (a list), .jsonl or .parquet file, or of a hub dataset name (through
-    `datasets`). Unparseable JSONL lines become None rows (reported by `convert`). Raises
-    FileNotFoundError / ValueError naming the source."""
+    """Raw rows of a local .json (a list), .jsonl or .parquet file, of a folder of them (in file-name
+    order), or of a hub dataset name (through `datasets`). Unparseable JSONL lines become None rows
+    (reported by `convert`). Raises FileNotFoundError / ValueError naming the source."""
+    if os.path.isdir(source):
+        return [row for path in folder_files(source) for row in read_rows(path, hub_split)]
     if os.path.exists(source):
         if source.endswith(".jsonl"):
             rows: list[Any] = []

@@ -62,13 +62,17 @@ def engine_generate(engine, *, input_ids, sampling_params, **kwargs):
 def http_generate(base_url: str, payload: dict[str, Any], timeout: float = 600) -> Any:
     """POST {base_url}/generate, after GET /server_info when the payload carries NPR parameters."""
     if _has_npr(payload.get("sampling_params")):
-        require_npr_server(_get_json(f"{base_url}/server_info", timeout), where=base_url)
+        require_npr_server(get_json(f"{base_url}/server_info", timeout), where=base_url)
     request = urllib.request.Request(f"{base_url}/generate", data=json.dumps(payload).encode(),
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
 
 
-def _get_json(url: str, timeout: float) -> Any:
+def get_json(url: str, timeout: float) -> Any:
+    """GET `url` and parse its JSON body."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
+
+
+_get_json = get_json  # the old private name

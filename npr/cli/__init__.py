@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from npr.schema import NprError
+from npr.loading import InputError
 
 # subcommand -> module under npr.cli that defines add_arguments(parser) and run(args) -> int
 SUBCOMMANDS = {
@@ -50,8 +50,9 @@ def make_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-class CliError(NprError, ValueError):
-    """A bad input a subcommand found after parsing: reported with `fail` (`npr <cmd>: error: ...`, exit 2)."""
+# A bad input a subcommand found after parsing: reported with `fail` (`npr <cmd>: error: ...`, exit 2). The
+# library (npr.loading) raises the same class, so every `except CliError` catches its errors.
+CliError = InputError
 
 
 def fail(command: str | None, message: str) -> int:

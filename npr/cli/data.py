@@ -1,4 +1,4 @@
-"""`npr data --input FILE_OR_HUB_NAME --output OUT.parquet --data-source NAME`: problems to verl's RL
+"""`npr data --input FILE_FOLDER_OR_HUB_NAME --output OUT.parquet --data-source NAME`: problems to verl's RL
 parquet layout with the parallel-schema instruction; skipped rows are listed on stderr with their index."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from npr.cli import fail
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="local .json/.jsonl/.parquet, or a hub dataset name")
+    parser.add_argument("--input", required=True,
+                        help="local .json/.jsonl/.parquet file, a folder of them (read in file-name order), "
+                             "or a hub dataset name")
     parser.add_argument("--output", required=True, help="parquet file to write")
     parser.add_argument("--data-source", required=True, help="value of the data_source column (e.g. orz, aime25)")
     parser.add_argument("--split", default="train", help="written to extra_info.split (default train)")

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from npr.cli.generate import script_spec
+from npr.loading import script_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
 def run_quick(args: argparse.Namespace) -> int:
     import torch
 
-    from npr.cli.generate import encode_prompt, parse_script
+    from npr.loading import encode_prompt, parse_script
     from npr.decoding import Decoder, DecodingConfig, SamplingParams
     from npr import structured_logprobs
-    from npr.render import render_tree, summarize
+    from npr.view import render_tree, summarize
     from npr.tiny import make_tiny_model, make_tiny_tokenizer
 
     tokenizer = make_tiny_tokenizer()

@@ -28,13 +28,21 @@ ENTRY_POINTS = {
     "sglang": ("sglang.srt.plugins", "npr", "sglang_npr:register", "SGLANG_PLUGINS"),
 }
 
-# Each probe prints one JSON line. It loads plugins the way the host does, then asks our module
-# whether register() ran; on failure it calls register() itself to recover the error the host hid.
+# Each probe prints one JSON line. It loads plugins the way the host does, then asks our plugin (named by
+# the entry point's target, passed as argv[1]: npr names no plugin module) whether register() ran; on
+# failure it calls the plugin package's register() itself to recover the error the host hid.
 _PROBE_PRELUDE = """
-import json, sys, traceback
+import importlib, json, sys, traceback
+target = sys.argv[1]
+package = target.split(":")[0].split(".")[0]
 out = {"module_loaded": False, "registered": False, "error": None}
 def _err(prefix, exc):
     return prefix + "".join(traceback.format_exception_only(type(exc), exc)).strip()
+def _register_again():
+    try:
+        importlib.import_module(package).register()
+    except BaseException as exc:
+        out["error"] = _err(package + ".register() raised: ", exc)
 """
 PROBES = {
     "verl": _PROBE_PRELUDE + """
@@ -43,15 +51,11 @@ try:
 except BaseException as exc:
     out["error"] = _err("import verl failed: ", exc)
 else:
-    out["module_loaded"] = "verl_npr.register_on_import" in sys.modules
-    reg = sys.modules.get("verl_npr.registration")
+    out["module_loaded"] = target in sys.modules
+    reg = sys.modules.get(package + ".registration")
     out["registered"] = bool(reg and reg.is_registered())
     if not out["registered"]:
-        try:
-            from verl_npr import register
-            register()
-        except BaseException as exc:
-            out["error"] = _err("verl_npr.register() raised: ", exc)
+        _register_again()
 print(json.dumps(out))
 """,
     "sglang": _PROBE_PRELUDE + """
@@ -61,15 +65,11 @@ try:
 except BaseException as exc:
     out["error"] = _err("sglang.srt.plugins.load_plugins() failed: ", exc)
 else:
-    reg = sys.modules.get("sglang_npr.registration")
+    reg = sys.modules.get(package + ".registration")
     out["module_loaded"] = reg is not None
     out["registered"] = bool(reg and reg.is_registered())
     if not out["registered"]:
-        try:
-            from sglang_npr import register
-            register()
-        except BaseException as exc:
-            out["error"] = _err("sglang_npr.register() raised: ", exc)
+        _register_again()
 print(json.dumps(out))
 """,
 }
@@ -187,7 +187,7 @@ def _check_host(host: str, installed: str | None) -> HostReport:
 def probe_host(host: str) -> tuple[bool, str | None]:
     """Run the host's own plugin loading in a fresh interpreter. Returns (registered, error or None)."""
     try:
-        proc = subprocess.run([sys.executable, "-c", PROBES[host]], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", PROBES[host], ENTRY_POINTS[host][2]], capture_output=True, text=True,
                               timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return False, f"the {host} probe did not finish in {PROBE_TIMEOUT_S}s"

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from npr.eval.view import ViewError, load_record, render_html, render_terminal
+    from npr.view import ViewError, load_record, render_html, render_terminal
 
     select = {k: v for k, v in (("benchmark", args.benchmark), ("problem_id", args.problem),
                                 ("sample", args.sample), ("mode", args.mode)) if v is not None}

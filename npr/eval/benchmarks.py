@@ -254,8 +254,11 @@ def load_benchmark(name: str, source: str | None = None, *, split: str | None = 
     return problems[:limit] if limit is not None else problems
 
 
-def grade_sample(problem: Problem, response_text: str) -> bool:
-    """The problem's grader on one response (never raises): `reward.grade` with the option texts."""
-    from reward import grade
+def grade_sample(problem: Problem, response_text: str, grader=None) -> bool:
+    """The problem's grader on one response (never raises): `grader.grade` (default: the registered
+    "reward" grader, see npr.graders) with the option texts."""
+    if grader is None:
+        from npr.graders import load_grader
 
-    return grade(response_text, problem.reference, extra_info=problem.extra_info or None)
+        grader = load_grader()
+    return grader.grade(response_text, problem.reference, extra_info=problem.extra_info or None)

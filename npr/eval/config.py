@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 from npr.eval.benchmarks import BenchmarkError, get_benchmark
-from npr.eval.engines import ENGINES, MODES, EngineError, Sampling
+from npr.eval.engines import ALIASES, ENGINES, MODES, EngineError, Sampling, registered_engines
 
 
 class ConfigError(EngineError):
@@ -52,6 +52,9 @@ class EvalConfig:
     max_total_tokens: int | None = Sampling.max_total_tokens
     max_branches: int = Sampling.max_branches
     seed: int = 0
+    concurrency: int = 32  # samples in flight per benchmark and mode (the reference decoder: per call)
+    grader: str = "reward"  # a name in the npr.graders entry-point group, or module:attribute
+    replay: int = 0  # parallel samples per benchmark timed again against their sequential replay (0 = off)
     pass_k: tuple[int, ...] = (1, 8)
     script: str | None = None  # forced structure ("3,5/4,4,6"): demos and tests on untrained models
     output_dir: str = "out/eval"
@@ -86,9 +89,11 @@ class EvalConfig:
         object.__setattr__(self, "modes", modes)
         if self.api not in ("native", "openai"):
             raise ConfigError(f"api: unknown {self.api!r}; expected native (/generate) or openai (/v1/completions)")
-        if self.engine not in ENGINES:
-            raise ConfigError(f"engine: unknown {self.engine!r}; expected one of {ENGINES}")
-        for name, low in (("n", 1), ("max_new_tokens", 1), ("max_branches", 1), ("top_k", 0)):
+        if ALIASES.get(self.engine, self.engine) not in registered_engines():
+            raise ConfigError(f"engine: unknown {self.engine!r}; expected one of {sorted(registered_engines())} "
+                              f"(the SGLang engines {ENGINES[1:]} are registered by sglang_npr's entry points)")
+        for name, low in (("n", 1), ("max_new_tokens", 1), ("max_branches", 1), ("top_k", 0), ("concurrency", 1),
+                          ("replay", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name} must be an int >= {low}, got {value!r}")
@@ -101,7 +106,7 @@ class EvalConfig:
             raise ConfigError(f"pass_k values must be >= 1, got {list(self.pass_k)}")
         object.__setattr__(self, "pass_k", ks)
         if self.script:
-            from npr.cli.generate import parse_script
+            from npr.loading import parse_script
 
             try:
                 parse_script(self.script)

@@ -1,21 +1,25 @@
-"""The engines `npr eval` drives: the reference decoder (`npr.decoding`), SGLang's in-process `Engine`,
-and an SGLang server over HTTP (native `/generate`). Each turns a batch of prompt ids into
-`Trajectory`s plus text, in `parallel` (fork-join) or `sequential` mode (the same model, never forking:
-the speed baseline). A parallel run against SGLang checks for the NPR plugin before the first request.
-SGLang is imported only inside these engines (`npr` never imports sglang_npr at module level)."""
+"""The engines `npr eval` and `npr sample` drive. The reference decoder (`npr.decoding`) lives here; the
+SGLang engines (in-process `sglang.Engine`, a server over HTTP) live in `sglang_npr` and are found through
+the `npr.engines` entry-point group, so `npr` never imports a host plugin. Every engine turns requests
+(prompt ids, a per-request seed, a mode) into `Trajectory`s plus text, in `parallel` (fork-join) or
+`sequential` mode (the same model, never forking), and keeps up to `concurrency` of them in flight
+(`stream`), yielding each as it finishes. Request i of a `stream` samples from its own seed alone, so
+its output does not depend on which other requests share the engine with it."""
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from npr.errors import NprError
 from npr.forkjoin import Trajectory, derive_seed
-from npr.wire import NprRecordError, trajectory_from_output
 
 MODES = ("parallel", "sequential")
-ENGINES = ("reference", "sglang", "http")
+GROUP = "npr.engines"  # name -> engine class with from_options(**options); sglang_npr registers sglang, http
+ALIASES = {"server": "http"}  # `npr sample --engine server` is eval's engine=http
+ENGINES = ("reference", "sglang", "http")  # the names this project ships (a plugin may add more)
 
 
 class EngineError(NprError, ValueError):
@@ -40,24 +44,115 @@ class Output:
     text: str
 
 
+@dataclass(frozen=True)
+class Request:
+    """One sequence to decode: `seed` alone fixes its sampling streams (stream (seed, block, branch), the
+    convention of SGLang's `sampling_seed`); `script`: branch lengths per block (parallel mode only);
+    `key`: the caller's id, handed back with the output."""
+
+    prompt_ids: tuple[int, ...]
+    seed: int
+    mode: str = "parallel"
+    script: tuple[tuple[int, ...], ...] | None = None
+    key: Any = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A request's output; `latency_s`: from handing the request to the engine to its whole response."""
+
+    request: Request
+    output: Output
+    latency_s: float
+
+
+def request_seed(seed: int, sample: int) -> int:
+    """The seed of sample `sample` of a problem whose seed is `seed` (31 bits: SGLang's sampling_seed)."""
+    return derive_seed(seed, sample, 0, 0) % (2 ** 31)
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise EngineError(f"unknown mode {mode!r}; expected one of {MODES}")
     return mode
 
 
+def check_concurrency(concurrency: int) -> int:
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise EngineError(f"concurrency must be an int >= 1 (requests in flight), got {concurrency!r}")
+    return concurrency
+
+
+def stream_threaded(one: Callable[[Request], Output], requests: Iterable[Request],
+                    concurrency: int) -> Iterator[Finished]:
+    """`one(request)` on up to `concurrency` threads, a new request handed over as one finishes; yields in
+    the order they finish. For clients of engines that batch concurrent requests themselves (a server)."""
+    check_concurrency(concurrency)
+    pending: dict[Any, tuple[Request, float]] = {}
+    todo = iter(requests)
+
+    def timed_one(request: Request) -> tuple[Output, float]:
+        start = time.perf_counter()
+        out = one(request)
+        return out, time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        try:
+            while True:
+                while len(pending) < concurrency:
+                    request = next(todo, None)
+                    if request is None:
+                        break
+                    pending[pool.submit(timed_one, request)] = (request, 0.0)
+                if not pending:
+                    return
+                done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+                for future in done:
+                    request, _ = pending.pop(future)
+                    out, latency = future.result()
+                    yield Finished(request, out, latency)
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class SeededStreams:
+    """Logits processor that gives every sequence of request i the RNG stream (seeds[i], block, branch)
+    (as SGLang's plugin does for a request with sampling_seed seeds[i]) instead of the call's (seed, i, ...),
+    so a request's samples do not depend on the batch it is decoded in. It changes no logits."""
+
+    def __init__(self, seeds: Sequence[int], device):
+        self.seeds, self.device = list(seeds), device
+
+    def __call__(self, seq, logits):
+        if seq.engine is None:
+            from npr.decoding.sampler import make_generator
+
+            seq.engine = make_generator(derive_seed(self.seeds[seq.request.req_id], 0, seq.block, seq.branch),
+                                        self.device)
+        return logits
+
+
 class ReferenceEngine:
-    """The reference fork-join decoder on an HF model (CPU or GPU)."""
+    """The reference fork-join decoder on an HF model (CPU or GPU). `stream` decodes up to `concurrency`
+    requests per decoder call (the decoder takes no request mid-call)."""
 
     name = "reference"
 
     def __init__(self, model: str, device: str | None = None, dtype: str = "auto", **decoder_kwargs):
-        from npr.cli.generate import load
+        from npr.loading import load
 
         self.model_name = model
         self.model, self.tokenizer = load(model, device, dtype)
         self.decoder_kwargs = decoder_kwargs
         self._decoders: dict[tuple, Any] = {}
+
+    @classmethod
+    def from_options(cls, *, model: str | None = None, device: str | None = None, dtype: str = "auto",
+                     engine_args: dict[str, Any] | None = None, **_):
+        if not model:
+            raise EngineError("engine reference needs model (a local folder or hub name)")
+        return cls(model, device, dtype, **(engine_args or {}))
 
     def check(self, mode: str) -> None:
         if check_mode(mode) == "parallel":
@@ -69,7 +164,7 @@ class ReferenceEngine:
                 raise EngineError(f"{self.model_name}: parallel mode needs the eight tags as single tokens ({err}); "
                                   "use a Stage-2/3 model (npr prepare-model), or modes=[sequential]") from None
 
-    def _decoder(self, mode: str, sampling: Sampling):
+    def decoder(self, mode: str, sampling: Sampling):
         from npr.decoding import Decoder, DecodingConfig
 
         key = (mode, sampling.max_new_tokens, sampling.max_total_tokens, sampling.max_branches)
@@ -80,178 +175,89 @@ class ReferenceEngine:
             self._decoders[key] = Decoder(self.model, self.tokenizer, config)
         return self._decoders[key]
 
+    def _params(self, sampling: Sampling, seed: int):
+        from npr.decoding import SamplingParams
+
+        return SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k, seed=seed)
+
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling, mode: str, seed: int,
                  script: Sequence[Sequence[int]] | None = None) -> list[Output]:
         """One call; prompt i gets the sampling streams of (seed, i)."""
-        from npr.decoding import SamplingParams, ScriptedStructure
+        from npr.decoding import ScriptedStructure
 
-        params = SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k, seed=seed)
         structure = ScriptedStructure(branch_lengths=script) if script and mode == "parallel" else None
-        results = self._decoder(mode, sampling).generate([list(p) for p in prompts], params, script=structure)
+        results = self.decoder(mode, sampling).generate([list(p) for p in prompts], self._params(sampling, seed),
+                                                        script=structure)
         return [Output(r.trajectory(), r.text) for r in results]
 
-    def close(self) -> None:
-        pass
+    def stream(self, requests: Iterable[Request], sampling: Sampling, concurrency: int = 1) -> Iterator[Finished]:
+        """Requests in decoder calls of up to `concurrency` (consecutive requests of one mode); each call's
+        outputs are yielded when it returns, with the call's wall time as their latency."""
+        from npr.decoding import ScriptedStructure
 
-
-def _sglang_params(sampling: Sampling, mode: str, seed: int, script) -> dict[str, Any]:
-    params: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature,
-                              "top_p": sampling.top_p, "sampling_seed": seed}
-    if sampling.top_k:
-        params["top_k"] = sampling.top_k
-    if mode == "parallel":
-        from sglang_npr.client import npr_sampling_params
-
-        limits = {"max_branches": sampling.max_branches}
-        if sampling.max_total_tokens is not None:
-            limits["max_total_tokens"] = sampling.max_total_tokens
-        params = npr_sampling_params(params, script=script or None, **limits)
-    return params
-
-
-def trajectory_from_sglang(prompt: Sequence[int], out: dict[str, Any]) -> Trajectory:
-    """A Trajectory from one SGLang output (engine or /generate): `npr.wire.trajectory_from_output`, its
-    errors as EngineError."""
-    try:
-        return trajectory_from_output(prompt, out)
-    except NprRecordError as err:
-        raise EngineError(str(err)) from None
-
-
-def _output(tokenizer, prompt, out: dict[str, Any]) -> Output:
-    """The text decoded here as the reference decoder does (tags kept): SGLang's own "text" skips special
-    tokens by default, which would drop the tags the format score and `npr inspect` read."""
-    trajectory = trajectory_from_sglang(prompt, out)
-    return Output(trajectory, tokenizer.decode(trajectory.token_ids, skip_special_tokens=False))
-
-
-class SGLangEngine:
-    """SGLang's in-process `sglang.Engine` (the NPR plugin loads through its entry point)."""
-
-    name = "sglang"
-
-    def __init__(self, model: str, **engine_args):
-        import sglang
-        from transformers import AutoTokenizer
-
-        self.model_name = model
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
-        self.engine = sglang.Engine(model_path=model, **engine_args)
-
-    def check(self, mode: str) -> None:
-        if check_mode(mode) == "parallel":
-            from sglang_npr.client import require_npr_server
-
-            require_npr_server(self.engine.get_server_info(), where="this sglang.Engine")
-
-    def generate(self, prompts, sampling: Sampling, mode: str, seed: int, script=None) -> list[Output]:
-        from sglang_npr.client import engine_generate
-
-        params = [_sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script) for i in range(len(prompts))]
-        outs = engine_generate(self.engine, input_ids=[list(p) for p in prompts], sampling_params=params,
-                               return_logprob=True)
-        return [_output(self.tokenizer, p, o) for p, o in zip(prompts, outs)]
-
-    def close(self) -> None:
-        self.engine.shutdown()
-
-
-APIS = ("native", "openai")
-
-
-class HttpEngine:
-    """An SGLang server at any host:port (one request per prompt, sent concurrently), through its native
-    `/generate` (api="native") or its OpenAI-compatible `/v1/completions` (api="openai": prompt ids in,
-    token ids and log-probs out via SGLang's return_token_ids; the fork-join stats, which that API does not
-    carry, are recomputed from the ids' layout). `tokenizer` names the model's tokenizer."""
-
-    name = "http"
-
-    def __init__(self, url: str, tokenizer: str, timeout: float = 3600, api: str = "native"):
-        from transformers import AutoTokenizer
-
-        if not url.startswith(("http://", "https://")):
-            raise EngineError(f"url {url!r}: expected http://HOST:PORT of an SGLang server")
-        if api not in APIS:
-            raise EngineError(f"api {api!r}: expected one of {APIS}")
-        self.url, self.timeout, self.model_name, self.api = url.rstrip("/"), timeout, tokenizer, api
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-
-    def check(self, mode: str) -> None:
-        if check_mode(mode) == "parallel":
-            from sglang_npr.client import _get_json, require_npr_server
-
-            require_npr_server(_get_json(f"{self.url}/server_info", self.timeout), where=self.url)
-
-    def generate(self, prompts, sampling: Sampling, mode: str, seed: int, script=None) -> list[Output]:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from sglang_npr.client import http_generate
-
-        import urllib.error
-
-        def one(i):
-            params = _sglang_params(sampling, mode, derive_seed(seed, i, 0, 0) % (2**31), script)
-            try:
-                if self.api == "openai":
-                    return self._openai(prompts[i], params, sampling)
-                payload = {"input_ids": list(prompts[i]), "return_logprob": True, "sampling_params": params}
-                return _output(self.tokenizer, prompts[i], http_generate(self.url, payload, self.timeout))
-            except urllib.error.HTTPError as err:  # the server's own message says what it refused
-                detail = err.read().decode("utf-8", "replace")[:1000]
-                raise EngineError(f"{self.url} answered HTTP {err.code} ({self.api} API): {detail}") from None
-
-        with ThreadPoolExecutor(max_workers=min(64, max(1, len(prompts)))) as pool:
-            return list(pool.map(one, range(len(prompts))))
-
-    def _openai(self, prompt, params: dict[str, Any], sampling: Sampling) -> Output:
-        import json
-        import urllib.request
-
-        # logprobs 0: the chosen tokens' log-probs only (the plugin refuses top-k log-probs in fork-join)
-        body = {"model": "default", "prompt": list(prompt), "max_tokens": params["max_new_tokens"],
-                "temperature": params["temperature"], "top_p": params["top_p"], "seed": params["sampling_seed"],
-                "logprobs": 0, "return_token_ids": True, "skip_special_tokens": False}
-        if "custom_params" in params:
-            body["custom_params"] = params["custom_params"]
-        if "top_k" in params:
-            body["top_k"] = params["top_k"]
-        request = urllib.request.Request(f"{self.url}/v1/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            choice = json.loads(response.read())["choices"][0]
-        ids = list(choice.get("token_ids") or [])
-        logprobs = list((choice.get("logprobs") or {}).get("token_logprobs") or [])
-        out = {"output_ids": ids, "meta_info": {"output_token_logprobs": [[x] for x in logprobs],
-                                                "finish_reason": {"type": choice.get("finish_reason") or "stop"}}}
-        trajectory = trajectory_from_sglang(prompt, out)
-        if "custom_params" in params:  # stats from the layout of the ids (the API returns no meta_info)
-            from npr.eval.metrics import structure_of
-            from npr.schema import TagIds
-
-            s = structure_of(trajectory, TagIds.from_tokenizer(self.tokenizer), sampling.max_branches)
-            trajectory.stats = {"total_tokens": s.total_tokens, "critical_path_tokens": s.critical_path_tokens,
-                                "num_forks": len(s.widths), "max_width": s.max_width}
-        return Output(trajectory, self.tokenizer.decode(ids, skip_special_tokens=False))
+        check_concurrency(concurrency)
+        chunk: list[Request] = []
+        todo = iter(requests)
+        while True:
+            request = next(todo, None)
+            if request is not None and (not chunk or (request.mode == chunk[0].mode and len(chunk) < concurrency)):
+                chunk.append(request)
+                continue
+            if chunk:
+                mode = chunk[0].mode
+                scripts = [ScriptedStructure(branch_lengths=[list(b) for b in r.script])
+                           if r.script and mode == "parallel" else None for r in chunk]
+                start = time.perf_counter()
+                results = self.decoder(mode, sampling).generate(
+                    [list(r.prompt_ids) for r in chunk], self._params(sampling, 0), script=scripts,
+                    processors=[SeededStreams([r.seed for r in chunk], self.model.device)])
+                latency = time.perf_counter() - start
+                for r, result in zip(chunk, results):
+                    yield Finished(r, Output(result.trajectory(), result.text), latency)
+            if request is None:
+                return
+            chunk = [request]
 
     def close(self) -> None:
         pass
+
+
+def registered_engines() -> dict[str, str]:
+    """name -> target of the engines in the `npr.engines` entry-point group (metadata only), and reference."""
+    from importlib.metadata import entry_points
+
+    return {"reference": f"{__name__}:ReferenceEngine", **{ep.name: ep.value for ep in entry_points(group=GROUP)}}
+
+
+def engine_class(kind: str):
+    """The engine class registered as `kind` (aliases: server = http). Raises EngineError listing the names."""
+    from importlib.metadata import entry_points
+
+    kind = ALIASES.get(kind, kind)
+    if kind == "reference":
+        return ReferenceEngine
+    found = [ep for ep in entry_points(group=GROUP) if ep.name == kind]
+    if not found:
+        names = ", ".join(sorted(registered_engines()))
+        hint = (" (SGLang engines: install native-parallel-reasoner[sglang], e.g. pip install -e '.[sglang]', "
+                "so sglang_npr registers them)" if kind in ENGINES else "")
+        raise EngineError(f"unknown engine {kind!r}; registered: {names}{hint}")
+    return found[0].load()
 
 
 def make_engine(kind: str, *, model: str | None = None, url: str | None = None, device: str | None = None,
                 dtype: str = "auto", engine_args: dict[str, Any] | None = None, api: str = "native"):
-    """The engine of `kind` ("reference" | "sglang" | "http"); raises EngineError for a bad choice."""
-    if kind not in ENGINES:
-        raise EngineError(f"unknown engine {kind!r}; expected one of {ENGINES}")
-    if kind == "http":
-        if not url or not model:
-            raise EngineError("engine http needs url (http://HOST:PORT) and model (for its tokenizer)")
-        return HttpEngine(url, model, api=api)
-    if not model:
-        raise EngineError(f"engine {kind} needs model (a local folder or hub name)")
-    if kind == "reference":
-        return ReferenceEngine(model, device, dtype, **(engine_args or {}))
-    return SGLangEngine(model, **(engine_args or {}))
+    """The engine of `kind` ("reference" | "sglang" | "http", or a plugin's); raises EngineError for a bad
+    choice or missing option."""
+    return engine_class(kind).from_options(model=model, url=url, device=device, dtype=dtype,
+                                           engine_args=dict(engine_args or {}), api=api)
+
+
+def __getattr__(name: str):
+    """SGLangEngine and HttpEngine, the classes sglang_npr registers (found through the entry points)."""
+    if name in ("SGLangEngine", "HttpEngine"):
+        return engine_class({"SGLangEngine": "sglang", "HttpEngine": "http"}[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def timed(fn, *args, **kwargs):

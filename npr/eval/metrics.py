@@ -75,11 +75,36 @@ def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile (0 <= q <= 1) of `values`, linear between order statistics; None when empty."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    at = q * (len(ordered) - 1)
+    low = int(math.floor(at))
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
+
+
+def phase_walls(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Wall time of each phase (the samples of one benchmark and mode decoded in one run, concurrently):
+    the latest `phase_elapsed_s` of its records. Records of older runs carry `batch_id`/`batch_wall_s`
+    (one engine call per problem) and count each batch once."""
+    walls: dict[str, float] = {}
+    for r in records:
+        if "phase_id" in r:
+            key, wall = str(r["phase_id"]), float(r["phase_elapsed_s"])
+        else:
+            key, wall = str(r["batch_id"]), float(r["batch_wall_s"])
+        walls[key] = max(walls.get(key, 0.0), wall)
+    return walls
+
+
 def summarize_samples(records: Iterable[Mapping[str, Any]], ks: Sequence[int] = (1,)) -> dict[str, Any]:
     """Aggregate per-sample records (one benchmark, one mode) into the summary's metrics.
 
-    A record holds: problem_id, correct, format_score, widths, total_tokens, critical_path_tokens,
-    batch_wall_s and batch_id (samples decoded in one engine call share its wall time)."""
+    A record holds: problem_id, correct, format_score, widths, total_tokens, critical_path_tokens, and its
+    timing: phase_id, phase_elapsed_s, latency_s, concurrency (older records: batch_id, batch_wall_s)."""
     records = list(records)
     if not records:
         return {"num_samples": 0}
@@ -88,9 +113,10 @@ def summarize_samples(records: Iterable[Mapping[str, Any]], ks: Sequence[int] = 
         by_problem.setdefault(str(r["problem_id"]), []).append(bool(r["correct"]))
     n_min = min(len(v) for v in by_problem.values())
     widths = [w for r in records for w in r["widths"]]
-    walls = {r["batch_id"]: float(r["batch_wall_s"]) for r in records}
+    wall = sum(phase_walls(records).values())
     total = sum(int(r["total_tokens"]) for r in records)
-    wall = sum(walls.values())
+    latencies = [float(r["latency_s"]) for r in records if r.get("latency_s") is not None]
+    concurrency = sorted({int(r["concurrency"]) for r in records if r.get("concurrency") is not None})
     out: dict[str, Any] = {
         "num_problems": len(by_problem),
         "num_samples": len(records),
@@ -110,6 +136,9 @@ def summarize_samples(records: Iterable[Mapping[str, Any]], ks: Sequence[int] = 
         "finish_reasons": {},
         "wall_s": wall,
         "tokens_per_s": total / wall if wall > 0 else None,
+        "samples_per_s": len(records) / wall if wall > 0 else None,
+        "concurrency": concurrency[0] if len(concurrency) == 1 else concurrency,
+        "time_to_answer_s": {"median": quantile(latencies, 0.5), "p90": quantile(latencies, 0.9)},
     }
     for r in records:
         reason = r.get("finish_reason", "?")
@@ -118,29 +147,40 @@ def summarize_samples(records: Iterable[Mapping[str, Any]], ks: Sequence[int] = 
 
 
 def speedup(parallel: Sequence[Mapping[str, Any]], sequential: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Wall-clock speed-up of parallel over sequential decoding on the problems both modes finished
-    (same engine): sequential wall time / parallel wall time, with the tokens/s of each side. None when
+    """Wall-clock ratio of the sequential to the parallel run on the problems both modes finished (same
+    engine): sequential wall time / parallel wall time, with the tokens/s of each side. The two runs
+    decode DIFFERENT responses (a sequential response is not the parallel one written out), so this
+    compares different outputs; the same-output speed-up is the replay's (`replay_summary`). None when
     no problem was decoded in both modes."""
-    def by_problem(records):
-        out: dict[str, dict[str, float]] = {}
-        for r in records:
-            out.setdefault(str(r["problem_id"]), {})[r["batch_id"]] = float(r["batch_wall_s"])
-        return out
-
-    par, seq = by_problem(parallel), by_problem(sequential)
-    common = sorted(set(par) & set(seq))
+    par_ids = {str(r["problem_id"]) for r in parallel}
+    common = par_ids & {str(r["problem_id"]) for r in sequential}
     if not common:
         return None
-    # a batch may hold several problems: count each batch once
-    par_batches = {b: w for p in common for b, w in par[p].items()}
-    seq_batches = {b: w for p in common for b, w in seq[p].items()}
-    par_wall, seq_wall = sum(par_batches.values()), sum(seq_batches.values())
-    tokens = lambda recs: sum(int(r["total_tokens"]) for r in recs if str(r["problem_id"]) in set(common))  # noqa: E731
+    par = [r for r in parallel if str(r["problem_id"]) in common]
+    seq = [r for r in sequential if str(r["problem_id"]) in common]
+    par_wall, seq_wall = sum(phase_walls(par).values()), sum(phase_walls(seq).values())
+    tokens = lambda recs: sum(int(r["total_tokens"]) for r in recs)  # noqa: E731
     return {
         "num_problems": len(common),
         "parallel_wall_s": par_wall,
         "sequential_wall_s": seq_wall,
         "wall_speedup": seq_wall / par_wall if par_wall > 0 else None,
-        "parallel_tokens_per_s": tokens(parallel) / par_wall if par_wall > 0 else None,
-        "sequential_tokens_per_s": tokens(sequential) / seq_wall if seq_wall > 0 else None,
+        "parallel_tokens_per_s": tokens(par) / par_wall if par_wall > 0 else None,
+        "sequential_tokens_per_s": tokens(seq) / seq_wall if seq_wall > 0 else None,
+        "parallel_tokens_per_response": tokens(par) / len(par),
+        "sequential_tokens_per_response": tokens(seq) / len(seq),
     }
+
+
+def replay_summary(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The same-output fork-join speed-up from replay rows (fork_join_s, sequential_s, total_tokens,
+    critical_path_tokens of one trajectory, both at batch 1): summed sequential replay time / summed
+    fork-join time, beside the token ratio total / critical-path tokens it is bounded by. None when empty."""
+    rows = list(rows)
+    if not rows:
+        return None
+    fj, seq = sum(float(r["fork_join_s"]) for r in rows), sum(float(r["sequential_s"]) for r in rows)
+    total, critical = sum(int(r["total_tokens"]) for r in rows), sum(int(r["critical_path_tokens"]) for r in rows)
+    return {"num_samples": len(rows), "fork_join_s": fj, "sequential_s": seq,
+            "replay_speedup": seq / fj if fj > 0 else None,
+            "token_ratio": total / critical if critical else None}

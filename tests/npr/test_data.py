@@ -26,6 +26,7 @@ ORZ = [
 
 
 def _write(tmp_path):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "orz.json").write_text(json.dumps(ORZ))
     lines = [json.dumps({"question": "Find x if 2x=10.", "answer": "5"}), "{broken json",
              json.dumps({"question": "No answer here"}), json.dumps({"question": "Half of 3?", "answer": 1.5})]
@@ -71,6 +72,18 @@ def test_data_cli_writes_parquet_and_lists_skipped_rows(tmp_path, capsys):
     assert "skipped row 1:" in captured.err and "skipped row 3:" in captured.err
     assert main(["data", "--input", str(tmp_path / "nope.json"), "--output", str(out), "--data-source", "x"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_folder_reads_as_its_files_in_name_order(tmp_path, capsys):
+    _write(tmp_path / "in")
+    files = ["aime.jsonl", "math500.json", "orz.json"]
+    assert read_rows(str(tmp_path / "in")) == [row for f in files for row in read_rows(str(tmp_path / "in" / f))]
+    out = tmp_path / "out.parquet"
+    assert main(["data", "--input", str(tmp_path / "in"), "--output", str(out), "--data-source", "mix"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"output": str(out), "rows": 2 + 2 + 2, "skipped": 2 + 1 + 3}
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "--input", str(tmp_path / "empty"), "--output", str(out), "--data-source", "x"]) == 2
+    assert "holds no .json, .jsonl, .parquet file" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED), reason="shared benchmark files absent")

@@ -88,19 +88,33 @@ def test_interrupted_run_resumes_without_duplicates(setup):
     whole = root / "whole" / "records.jsonl"
     sampler([[2, 3]]).run(problems, str(whole), progress=False)
     part = root / "part" / "records.jsonl"
-    first = sampler([[2, 3]]).run(problems, str(part), progress=False, stop=lambda n: n >= 2)
-    assert first.num_problems == 2
+    first = sampler([[2, 3]]).run(problems, str(part), progress=False, stop=lambda n: n >= 7)
+    assert first.num_problems == 3 and first.num_incomplete == 1  # 2 problems whole, the third has 1 trial
     with open(part, "a") as f:
         f.write('{"problem_id": "cut sho')  # an interrupted write
     resumed = sampler([[2, 3]]).run(problems, str(part), progress=False)
-    assert resumed.num_resumed == 2 and resumed.num_problems == 4
+    assert resumed.num_resumed == 2 and resumed.num_problems == 4 and resumed.num_new_trials == 12 - 7
     assert any("unreadable record ignored" in n for n in resumed.notes)
-    ids = [json.loads(line)["problem_id"] for line in open(part) if line.startswith('{"problem_id": "') and
-           line.endswith("}\n")]
-    assert len(ids) == len(set(ids)) == 4
+    keys = [(json.loads(line)["problem_id"], json.loads(line)["trial"]) for line in open(part)
+            if line.startswith('{"problem_id": "') and line.endswith("}\n")]
+    assert len(keys) == len(set(keys)) == 12
     again = sampler([[2, 3]]).run(problems, str(part), progress=False)
-    assert again.num_resumed == 4  # nothing left to sample
+    assert again.num_resumed == 4 and again.num_new_trials == 0  # nothing left to sample
     assert read_records(str(part))[0] == read_records(str(whole))[0]  # same samples as one uninterrupted run
+
+
+def test_concurrency_gives_the_records_of_one_at_a_time(setup):
+    """Trial j of a problem samples from its own seed: 5 trials in flight across problems give, trial by
+    trial, what one at a time gives."""
+    root, tok, problems, sampler = setup
+    one = sampler([[2, 3]]).run(problems, str(root / "c1" / "records.jsonl"), progress=False)
+    wide = sampler([[2, 3]])
+    wide.concurrency = 5
+    many = wide.run(problems, str(root / "c5" / "records.jsonl"), progress=False)
+    assert read_records(str(root / "c5" / "records.jsonl"))[0] == read_records(str(root / "c1" / "records.jsonl"))[0]
+    assert (many.num_trials, many.num_kept) == (one.num_trials, one.num_kept)
+    texts = [t["text"] for r in read_records(str(root / "c1" / "records.jsonl"))[0].values() for t in r["trials"]]
+    assert len(set(texts)) > 1  # the trials differ (a negative control: equal records are not all one text)
 
 
 def test_sft_rows_hold_canonical_ids(setup):
@@ -128,7 +142,7 @@ def test_sft_rows_hold_canonical_ids(setup):
 def test_invalid_conversions_are_reported_and_dropped(setup, tmp_path):
     root, tok, problems, _ = setup
     record = {"problem_id": "p1", "data_source": "toy", "prompt": [{"role": "user", "content": "q"}],
-              "ground_truth": "42", "trials": [
+              "ground_truth": "42", "trials": [  # a whole problem per line: the format of older runs
                   {"text": "<guideline><plan>a</plan></guideline>", "is_kept": True},  # block left open
                   {"text": "no blocks \\boxed{42}", "is_kept": True}]}
     (tmp_path / "r.jsonl").write_text(json.dumps(record) + "\n")
@@ -154,3 +168,12 @@ def test_sample_cli_end_to_end(setup, tmp_path, capsys):
     assert main(argv) == 0  # resumes: nothing new is sampled
     assert json.loads(capsys.readouterr().out)["num_resumed"] == 4
     assert main(argv[:-1] + ["--num-trials", "0"]) == 2
+
+
+def test_a_folder_of_prepared_files_reads_as_its_files(setup, tmp_path):
+    root, *_ = setup
+    (tmp_path / "parts").mkdir()
+    rows = pd.read_parquet(root / "data.parquet")
+    rows.iloc[:2].to_parquet(tmp_path / "parts" / "a.parquet")
+    rows.iloc[2:].to_parquet(tmp_path / "parts" / "b.parquet")
+    assert load_problems(str(tmp_path / "parts")) == load_problems(str(root / "data.parquet"))
