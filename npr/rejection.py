@@ -93,23 +93,23 @@ class ReferenceEngine:
         self.temperature, self.tokenizer = temperature, decoder.tokenizer
 
     def stream(self, requests: Iterable[Any], sampling: Any = None, concurrency: int = 1) -> Iterator[Any]:
-        """Decoder calls of up to `concurrency` requests; request i samples from its seed alone
-        (`npr.eval.engines.SeededStreams`). `sampling` is ignored: the decoder's config and the
-        temperature given here rule."""
+        """Decoder calls of up to `concurrency` requests; request i samples from its seed alone (the
+        decoder's per-prompt `seeds`, as SGLang's plugin does). `sampling` is ignored: the decoder's
+        config and the temperature given here rule."""
         import time
 
         from npr.decoding import SamplingParams
-        from npr.eval.engines import Finished, Output, SeededStreams, check_concurrency
+        from npr.eval.engines import Finished, Output, check_concurrency
 
         check_concurrency(concurrency)
         todo = list(requests)
         for at in range(0, len(todo), concurrency):
             chunk = todo[at:at + concurrency]
             start = time.perf_counter()
-            streams = SeededStreams([r.seed for r in chunk], self.decoder.model.device)
             results = self.decoder.generate([list(r.prompt_ids) for r in chunk],
                                             SamplingParams(temperature=self.temperature, seed=0),
-                                            script=self.script, processors=[streams] + self.processors)
+                                            script=self.script, processors=self.processors,
+                                            seeds=[r.seed for r in chunk])
             latency = time.perf_counter() - start
             for r, result in zip(chunk, results):
                 yield Finished(r, Output(result.trajectory(), result.text), latency)

@@ -73,13 +73,15 @@ class Decoder:
         processors: Sequence[LogitsProcessor] = (),
         should_abort: Callable[[int, Request], bool] | None = None,
         progress: bool | Callable[[dict], None] = False,
+        seeds: Sequence[int] | None = None,
     ) -> list[DecodeResult]:
         """Decode each prompt (a list of token ids). Returns one DecodeResult per prompt, in order.
 
         script: one ScriptedStructure for all prompts, or one per prompt (None = unscripted).
         should_abort(index, request) is asked every step; True aborts that request.
         Each prompt (its index in this call) gets its own sampling streams: copies of one prompt differ,
-        and a given (seed, index) is reproducible. Raises ValueError for empty prompts, ids outside
+        and a given (seed, index) is reproducible. seeds: one per prompt instead; prompt i then samples
+        as an SGLang request with sampling_seed seeds[i] does, whatever else is in the call. Raises ValueError for empty prompts, ids outside
         the vocabulary, or prompts that cannot fit max_kv_slots.
         """
         sampling = sampling or SamplingParams()
@@ -96,7 +98,9 @@ class Decoder:
                                  "raise max_kv_slots (a prompt needs its length + 1 slots)")
         if self._runner is None:
             self._runner = ModelRunner(self.model)
-        session = _Session(self, prompts, sampling, scripts, list(processors), should_abort, progress)
+        if seeds is not None and len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts; pass one per prompt")
+        session = _Session(self, prompts, sampling, scripts, list(processors), should_abort, progress, seeds)
         try:
             return session.run()
         finally:
@@ -109,8 +113,9 @@ class Decoder:
 class _Session:
     """One generate() call: the controller (requests, slots) and the engine side of each step."""
 
-    def __init__(self, decoder: Decoder, prompts, sampling, scripts, processors, should_abort, progress):
+    def __init__(self, decoder: Decoder, prompts, sampling, scripts, processors, should_abort, progress, seeds=None):
         self.decoder, self.config, self.sampling = decoder, decoder.config, sampling
+        self.seeds = None if seeds is None else [int(x) for x in seeds]
         self.runner = decoder._runner
         self.should_abort = should_abort
         self.progress = _make_progress(progress)
@@ -215,11 +220,18 @@ class _Session:
             processed = torch.stack(out)
         rows = len(seqs)
         sampling, device = self.sampling, processed.device
-        keys = torch.tensor([derive_seed(self.seed, s.request.req_id, s.block, s.branch) for s in seqs], device=device)
+        keys = torch.tensor([self._key(s) for s in seqs], device=device)
         counters = torch.tensor([len(s.tokens) for s in seqs], device=device)
         return sample_batch(processed, torch.full((rows,), float(sampling.temperature)),
                             torch.full((rows,), float(sampling.top_p)), torch.full((rows,), sampling.top_k),
                             keys, counters).tolist()
+
+    def _key(self, seq) -> int:
+        """The sequence's sampling key: (call seed, prompt index, block, branch), or with per-prompt seeds
+        (seeds[i], 0, block, branch), an SGLang request's (`sglang_npr.engine.sampling.Choice.key`)."""
+        if self.seeds is not None:
+            return derive_seed(self.seeds[seq.request.req_id], 0, seq.block, seq.branch)
+        return derive_seed(self.seed, seq.request.req_id, seq.block, seq.branch)
 
     def _result(self, trajectory: Trajectory) -> DecodeResult:
         decoder = self.decoder

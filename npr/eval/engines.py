@@ -116,23 +116,6 @@ def stream_threaded(one: Callable[[Request], Output], requests: Iterable[Request
                 future.cancel()
 
 
-class SeededStreams:
-    """Logits processor that gives every sequence of request i the RNG stream (seeds[i], block, branch)
-    (as SGLang's plugin does for a request with sampling_seed seeds[i]) instead of the call's (seed, i, ...),
-    so a request's samples do not depend on the batch it is decoded in. It changes no logits."""
-
-    def __init__(self, seeds: Sequence[int], device):
-        self.seeds, self.device = list(seeds), device
-
-    def __call__(self, seq, logits):
-        if seq.engine is None:
-            from npr.decoding.sampler import make_generator
-
-            seq.engine = make_generator(derive_seed(self.seeds[seq.request.req_id], 0, seq.block, seq.branch),
-                                        self.device)
-        return logits
-
-
 class ReferenceEngine:
     """The reference fork-join decoder on an HF model (CPU or GPU). `stream` decodes up to `concurrency`
     requests per decoder call (the decoder takes no request mid-call)."""
@@ -210,7 +193,7 @@ class ReferenceEngine:
                 start = time.perf_counter()
                 results = self.decoder(mode, sampling).generate(
                     [list(r.prompt_ids) for r in chunk], self._params(sampling, 0), script=scripts,
-                    processors=[SeededStreams([r.seed for r in chunk], self.model.device)])
+                    seeds=[r.seed for r in chunk])
                 latency = time.perf_counter() - start
                 for r, result in zip(chunk, results):
                     yield Finished(r, Output(result.trajectory(), result.text), latency)

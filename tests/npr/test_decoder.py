@@ -234,6 +234,23 @@ def test_same_seed_same_output_other_seed_differs(model32, tokenizer):
     assert run(7) != run(8)
 
 
+def test_per_prompt_seeds_sample_alone_whatever_shares_the_call(model32, tokenizer):
+    """seeds=[...]: prompt i samples from (seeds[i], block, branch) as an SGLang request with that
+    sampling_seed does, so its output does not depend on its index or on the other prompts."""
+    decoder = Decoder(model32, tokenizer, DecodingConfig(max_new_tokens=60))
+    script = ScriptedStructure([[5, 5, 5]])
+    prompt, other = prompt_ids(tokenizer), prompt_ids(tokenizer)[:-1]
+    sampling = SamplingParams(temperature=1.0, seed=0)
+    alone = decoder.generate([prompt], sampling, script=script, seeds=[11])[0].token_ids
+    both = decoder.generate([other, prompt], sampling, script=script, seeds=[12, 11])
+    assert both[1].token_ids == alone
+    assert decoder.generate([prompt], SamplingParams(temperature=1.0, seed=0), script=script)[0].token_ids \
+        == decoder.generate([prompt], sampling, script=script, seeds=[0])[0].token_ids  # (seed, index 0)
+    assert decoder.generate([prompt], sampling, script=script, seeds=[13])[0].token_ids != alone
+    with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
+        decoder.generate([prompt], sampling, seeds=[1, 2])
+
+
 def test_branch_seeds_differ_by_branch_index():
     assert len({derive_seed(0, 0, 1, b) for b in range(1, 6)}) == 5
     assert derive_seed(0, 0, 1, 1) == derive_seed(0, 0, 1, 1) != derive_seed(1, 0, 1, 1)
