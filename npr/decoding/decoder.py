@@ -190,16 +190,8 @@ class _Session:
         picked_tokens = score_tokens + chosen
         values = logprobs[torch.tensor(picked_rows, dtype=torch.long, device=logprobs.device),
                           torch.tensor(picked_tokens, dtype=torch.long, device=logprobs.device)].tolist()
-        results, at, sample_at = [], 0, len(score_rows)
-        for work in works:
-            scores = values[at:at + len(work.scores)]
-            at += len(work.scores)
-            if work.sample:
-                results.append(WorkResult(scores, picked_tokens[sample_at], values[sample_at]))
-                sample_at += 1
-            else:
-                results.append(WorkResult(scores))
-        return results
+        n = len(score_rows)
+        return WorkResult.for_works(works, values[:n], picked_tokens[n:], values[n:])
 
     def _choose(self, sampled: list[tuple[Work, int]], logits: torch.Tensor) -> list[int]:
         """Tokens for the sampling works, from processed logits (processors, penalty, temperature...)."""

@@ -152,6 +152,22 @@ class WorkResult:
     token: int | None = None
     logprob: float | None = None
 
+    @staticmethod
+    def for_works(works: Sequence["Work"], scores: Sequence[float], tokens: Sequence[int],
+                  logprobs: Sequence[float]) -> list["WorkResult"]:
+        """One result per work from an engine's flat step results: `scores` in work order (each work's
+        requested scores), `tokens` / `logprobs` one per sampling work, in work order."""
+        results, at, sampled = [], 0, 0
+        for work in works:
+            values = list(scores[at:at + len(work.scores)])
+            at += len(work.scores)
+            if work.sample:
+                results.append(WorkResult(values, int(tokens[sampled]), float(logprobs[sampled])))
+                sampled += 1
+            else:
+                results.append(WorkResult(values))
+        return results
+
 
 @dataclass(frozen=True)
 class Fork:

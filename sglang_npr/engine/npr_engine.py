@@ -239,15 +239,7 @@ class NprEngine:
         if step.pending is None:
             raise RuntimeError("the NPR rows' logits never reached the engine (capture hook not applied?)")
         tokens, logprobs, scores = step.pending.host()
-        results, at, sampled = [], 0, 0
-        for work in step.plan.works:
-            values = scores[at:at + len(work.scores)]
-            at += len(work.scores)
-            if work.sample:
-                results.append(WorkResult(values, tokens[sampled], logprobs[sampled]))
-                sampled += 1
-            else:
-                results.append(WorkResult(values))
+        results = WorkResult.for_works(step.plan.works, scores, tokens, logprobs)
         self._handle(self.controller.commit(step.plan, results))
         self._stream()
 
