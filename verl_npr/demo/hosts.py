@@ -51,7 +51,7 @@ def make_engine(cfg: DemoConfig, model_dir: str):
     # SGLang's real engine on the CPU: scheduler subprocess, KV pool, the NPR backend over torch_native.
     # Its subprocesses warn at import that CUDA-only quantizations and Triton are unavailable: not for a CPU run.
     os.environ.setdefault("PYTHONWARNINGS", "ignore:Only CUDA:UserWarning,ignore:Triton is not supported:UserWarning")
-    return SGLangEngine(model_dir, attention_backend="npr", disable_overlap_schedule=True, device="cpu",
+    return SGLangEngine(model_dir, attention_backend="npr", device="cpu",
                         disable_cuda_graph=True, dtype="float32", mem_fraction_static=0.3, max_total_tokens=16384,
                         max_running_requests=64, log_level="error", random_seed=cfg.seed,
                         sleep_on_idle=True)  # an idle scheduler otherwise spins a core the trainer needs

@@ -29,7 +29,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def write_outputs(cfg: DemoConfig, report: dict, log: Callable[[str], None]) -> None:
-    from npr.eval.view import load_record, render_html, render_terminal
+    from npr.view import load_record, render_html, render_terminal
 
     out = cfg.output_dir
     samples = os.path.join(out, "eval", "after_papo", "samples.jsonl")

@@ -19,7 +19,7 @@ def papo_iteration(worker, engine, tokenizer, templates, problems: list[dict], c
 
     from npr.eval.engines import Sampling
     from reward import stage_reward
-    from verl_npr.batch import Sample, make_data_proto
+    from verl_npr.batch import Sample, make_data_proto, trains
     from verl_npr.local_actor import set_lr
     from verl_npr.papo import compute_papo_advantage
 
@@ -31,7 +31,7 @@ def papo_iteration(worker, engine, tokenizer, templates, problems: list[dict], c
         traj = out.trajectory
         layout = traj.layout(templates.tags)
         samples.append(Sample(list(traj.prompt_ids), list(traj.token_ids), layout,
-                              bool(layout.is_valid) and traj.finish_reason == "stop", list(traj.logprobs)))
+                              trains(layout, traj.finish_reason, len(traj.token_ids)), list(traj.logprobs)))
         rewards.append(float(stage_reward(out.text, problems[i // cfg.papo_group]["answer"], stage="papo")["score"]))
     data = make_data_proto(samples, tokenizer.pad_token_id)
     mask = data.batch["response_mask"]

@@ -61,7 +61,7 @@ def train_problems(rng: random.Random, cfg: DemoConfig, held_out: set[str], coun
 
 def prompt_ids(tokenizer, question: str) -> list[int]:
     """The prompt exactly as `npr eval` builds it: the question alone, through the chat template."""
-    from npr.cli.generate import encode_prompt
+    from npr.loading import encode_prompt
 
     return list(encode_prompt(tokenizer, question, True))
 
