@@ -104,7 +104,11 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, vocab_size):
         assert 400 <= status < 500, f"{case}: HTTP {status} {body[:500]}"
         for needle in needles:
             assert needle in body, f"{case}: {needle!r} not in {body[:500]}"
-        assert _normal(server) == before, f"{case}: the next requests changed"
+        after = _normal(server)
+        # ids and stats exactly; log-probs within the engine's tolerance (a repeated prompt now prefills
+        # its last token over the radix cache, which sums in another order)
+        assert (after[0], after[1], after[3]) == (before[0], before[1], before[3]), f"{case}: the next requests changed"
+        assert max(abs(a - b) for a, b in zip(after[2], before[2])) <= 1e-4, f"{case}: the log-probs changed"
     status, body = _post(f"{server}/v1/completions", json.dumps({"model": "default", "prompt": "",
                                                                   "max_tokens": 8}).encode())
     assert 400 <= status < 500 and "empty" in body.lower(), f"/v1/completions: HTTP {status} {body[:500]}"
