@@ -28,7 +28,7 @@ from common import append_rows, cpu_device, dist_version, git_sha  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "sample_eval.csv"
 SCRIPT = "4,4"
 REPLAY_SCRIPT = "24,24,24,24"  # the replay case: one block of 4 branches of 24 tokens
-SGLANG_CPU = dict(attention_backend="npr", disable_overlap_schedule=True, device="cpu", disable_cuda_graph=True,
+SGLANG_CPU = dict(attention_backend="npr", device="cpu", disable_cuda_graph=True,
                   dtype="float32", mem_fraction_static=0.3, max_total_tokens=16384, max_running_requests=64,
                   log_level="error", random_seed=0)
 
