@@ -63,7 +63,8 @@ def test_ctrl_c_in_npr_sample(model, tmp_path):
     write_parquet(convert(rows, "toy", instruction=None).rows, tmp_path / "data.parquet")
     out = tmp_path / "out"
     argv = ["sample", "--data", str(tmp_path / "data.parquet"), "--model", model, "--out", str(out),
-            "--num-trials", "1", "--script", "1,2", "--max-new-tokens", "32", "--device", "cpu"]
+            "--num-trials", "1", "--script", "1,2", "--max-new-tokens", "32", "--device", "cpu",
+            "--concurrency", "1"]  # one record per decoder call: a quiet machine cannot finish before the SIGINT
     code, stderr = interrupt_after_records(argv, out / "records.jsonl", tmp_path)
     check_interrupted(code, stderr, "sample", out / "records.jsonl")
 
@@ -74,6 +75,7 @@ def test_ctrl_c_in_npr_eval(model, tmp_path):
                               for i in range(NUM_PROBLEMS)))
     out = tmp_path / "eval"
     argv = ["eval", "--config", str(ROOT / "recipes" / "eval" / "tiny_cpu.yaml"), f"model={model}",
-            f"output_dir={out}", "modes=[parallel]", "n=1", f"benchmarks=[{{name: aime25, source: {source}}}]"]
+            f"output_dir={out}", "modes=[parallel]", "n=1", "concurrency=1",
+            f"benchmarks=[{{name: aime25, source: {source}}}]"]
     code, stderr = interrupt_after_records(argv, out / "samples.jsonl", tmp_path)
     check_interrupted(code, stderr, "eval", out / "samples.jsonl")
