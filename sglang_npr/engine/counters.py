@@ -1,8 +1,8 @@
 """Scheduler counters of this process (one scheduler per process), read through SGLang's
 get_internal_state (`Engine.get_server_info()["internal_states"][i]["npr"]`, HTTP /server_info): how many
 forwards each batch ran, how many rows each carried and where the scheduler's time went, for SGLang's
-batches and NPR's alike. `benchmarks/bench_sglang_forkjoin.py` reports them; a perf_counter per call
-is all they cost."""
+batches and NPR's alike. `benchmarks/bench_sglang_forkjoin.py` reports them; two clock reads per timed
+call are all they cost."""
 
 from __future__ import annotations
 

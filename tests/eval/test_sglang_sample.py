@@ -52,7 +52,7 @@ def server(model_path, tmp_path_factory):
 
 
 def test_sglang_engine_samples_what_the_reference_decoder_samples(model_path, data, reference, tmp_path, capsys):
-    engine_args = {**CPU_ENGINE_ARGS, "attention_backend": "npr", "disable_overlap_schedule": True}
+    engine_args = {**CPU_ENGINE_ARGS, "attention_backend": "npr"}
     argv = sample_argv(data, model_path, tmp_path, "sglang", num_trials=NUM_TRIALS,
                        extra=["--engine-args", json.dumps(engine_args)])
     assert main(argv) == 0

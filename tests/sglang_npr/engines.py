@@ -11,8 +11,9 @@ import time
 import urllib.request
 from typing import Iterator
 
-CPU_ENGINE_ARGS = dict(device="cpu", disable_cuda_graph=True, dtype="float32", mem_fraction_static=0.3,
-                       max_total_tokens=4096, max_running_requests=16, log_level="error", random_seed=0)
+# What SGLang needs on a CPU (README.md "Serving with SGLang" shows the same flags; test_readme_serving checks it).
+CPU_SETTINGS = dict(device="cpu", disable_cuda_graph=True, dtype="float32", mem_fraction_static=0.3)
+CPU_ENGINE_ARGS = dict(**CPU_SETTINGS, max_total_tokens=4096, max_running_requests=16, log_level="error", random_seed=0)
 
 
 @contextlib.contextmanager
@@ -34,8 +35,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# What a CPU server needs (README.md "Serving with SGLang" shows the same flags; test_readme_serving checks it).
-CPU_SERVER_ARGS = ("--device", "cpu", "--disable-cuda-graph", "--dtype", "float32", "--mem-fraction-static", "0.3")
+def server_flags(settings: dict) -> tuple[str, ...]:
+    """launch_server's flags for sglang.Engine keyword arguments (True = a bare flag)."""
+    flags: list[str] = []
+    for key, value in settings.items():
+        flags.append("--" + key.replace("_", "-"))
+        if value is not True:
+            flags.append(str(value))
+    return tuple(flags)
+
+
+CPU_SERVER_ARGS = server_flags(CPU_SETTINGS)
 # Test-only settings (SGLang's defaults otherwise: the overlap scheduler runs).
 TEST_SERVER_ARGS = ("--random-seed", "0", "--log-level", "error")
 
