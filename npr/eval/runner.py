@@ -259,7 +259,8 @@ DEFINITIONS = {
                     "decode DIFFERENT responses (of different lengths), so this compares different outputs",
     "replay_speedup": "same outputs: summed time of the sequential reference decoder forced over a parallel "
                       "sample's linearised ids (npr.decoding.sequential_replay) / summed time of the fork-join "
-                      "reference decoder decoding it, both at batch 1",
+                      "reference decoder decoding it, both at batch 1 with the run's sampling parameters; each "
+                      "side the fastest of 3 interleaved timings",
     "token_ratio": "total tokens / critical-path tokens of the replayed samples: the replay speed-up if every "
                    "decoding step cost the same",
 }
