@@ -63,7 +63,11 @@ class Pending:
 def choose_and_score(logits, sample_rows: Sequence[int], sample_seqs: Sequence[Seq], choices: Sequence[Choice],
                      score_rows: Sequence[int], score_tokens: Sequence[int]) -> Pending:
     """logits: [R, V] raw. Rows `sample_rows` choose a token (seq and choice per row); (score_rows[i],
-    score_tokens[i]) are scored. No host sync here: the packed result is copied asynchronously."""
+    score_tokens[i]) are scored. No host sync here: the packed result is copied asynchronously.
+
+    Host work is kept per step, not per row where it can be: rows the script forces skip the sampler,
+    an all-greedy step takes the argmax without building the sampler's per-row tensors, and when every
+    row samples (a plain decode step) no row index is uploaded."""
     import torch
 
     from npr.decoding.sampler import sample_batch
@@ -74,32 +78,44 @@ def choose_and_score(logits, sample_rows: Sequence[int], sample_seqs: Sequence[S
     k = len(sample_rows)
     pieces = []
     if k:
-        index = torch.tensor(sample_rows, dtype=torch.int64).to(device, non_blocking=True)
-        raw = logits.index_select(0, index)
+        every = k == logits.shape[0] and (k == 1 or list(sample_rows) == list(range(k)))
+        index = None if every else torch.tensor(sample_rows, dtype=torch.int64).to(device, non_blocking=True)
+        raw = logits if every else logits.index_select(0, index)
+        picked_logprobs = logprobs if every else logprobs.index_select(0, index)
         constraints = [c.script.constraint(s) if c.script is not None else None for s, c in zip(sample_seqs, choices)]
-        processed = raw
-        content = [i for i, c in enumerate(constraints) if c == CONTENT]
-        if content:
-            script = next(choices[i].script for i in content)
-            banned = script.not_content(raw.shape[-1], device)
-            rows = torch.zeros(k, dtype=torch.bool)
-            rows[content] = True
-            processed = raw.masked_fill(rows.to(device).unsqueeze(-1) & banned.unsqueeze(0), float("-inf"))
-        temperature = torch.tensor([c.temperature for c in choices], dtype=torch.float64)
-        top_p = torch.tensor([c.top_p for c in choices], dtype=torch.float64)
-        top_k = torch.tensor([c.top_k for c in choices], dtype=torch.int64)
-        keys = torch.tensor([c.key(s) for s, c in zip(sample_seqs, choices)], dtype=torch.int64)
-        counters = torch.tensor([len(s.tokens) for s in sample_seqs], dtype=torch.int64)
-        tokens = sample_batch(processed, temperature, top_p, top_k, keys, counters)
         forced = [c if c is not None and c >= 0 else -1 for c in constraints]
-        if any(f >= 0 for f in forced):
-            forced_t = torch.tensor(forced, dtype=torch.int64).to(device, non_blocking=True)
-            tokens = torch.where(forced_t >= 0, forced_t, tokens)
-        pieces += [tokens.double(), logprobs.index_select(0, index).gather(1, tokens.unsqueeze(1)).squeeze(1).double()]
+        if all(f >= 0 for f in forced):  # every row's token is the script's: no sampler at all
+            tokens = torch.tensor(forced, dtype=torch.int64).to(device, non_blocking=True)
+        else:
+            processed = raw
+            content = [i for i, c in enumerate(constraints) if c == CONTENT]
+            if content:
+                script = choices[content[0]].script
+                banned = script.not_content(raw.shape[-1], device)
+                if len(content) == k:
+                    processed = raw.masked_fill(banned.unsqueeze(0), float("-inf"))
+                else:
+                    rows = torch.zeros(k, dtype=torch.bool)
+                    rows[content] = True
+                    processed = raw.masked_fill(rows.to(device).unsqueeze(-1) & banned.unsqueeze(0), float("-inf"))
+            if all(c.temperature <= 0 for c in choices):  # greedy: sample_batch's own first answer
+                tokens = torch.argmax(processed, -1)
+            else:
+                temperature = torch.tensor([c.temperature for c in choices], dtype=torch.float64)
+                top_p = torch.tensor([c.top_p for c in choices], dtype=torch.float64)
+                top_k = torch.tensor([c.top_k for c in choices], dtype=torch.int64)
+                keys = torch.tensor([c.key(s) for s, c in zip(sample_seqs, choices)], dtype=torch.int64)
+                counters = torch.tensor([len(s.tokens) for s in sample_seqs], dtype=torch.int64)
+                tokens = sample_batch(processed, temperature, top_p, top_k, keys, counters)
+            if any(f >= 0 for f in forced):
+                forced_t = torch.tensor(forced, dtype=torch.int64).to(device, non_blocking=True)
+                tokens = torch.where(forced_t >= 0, forced_t, tokens)
+        pieces += [tokens.double(), picked_logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1).double()]
     if score_rows:
         at = torch.tensor([list(score_rows), list(score_tokens)], dtype=torch.int64).to(device, non_blocking=True)
         pieces.append(logprobs[at[0], at[1]].double())
-    packed = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.float64, device=device)
+    packed = (torch.cat(pieces) if len(pieces) > 1 else pieces[0]) if pieces else \
+        torch.empty(0, dtype=torch.float64, device=device)
     if device.type == "cpu":
         return Pending(packed, k)
     host = torch.empty(packed.shape, dtype=torch.float64, pin_memory=True)

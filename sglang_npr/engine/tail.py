@@ -69,7 +69,11 @@ def strip(batch) -> None:
 
 
 def empty_decode_batch(scheduler):
-    """A decode ScheduleBatch with no request of SGLang's: the carrier of an NPR-only step."""
+    """A decode ScheduleBatch with no request of SGLang's: the carrier of an NPR-only step. Its empty
+    tensors and sampling info (SGLang's, for zero rows) are built once per scheduler and shared: attach
+    replaces the tensors (never writes into them), and each batch gets its own shallow copy of the info."""
+    import copy
+
     import torch
 
     from sglang.srt.managers.schedule_batch import ScheduleBatch
@@ -77,17 +81,22 @@ def empty_decode_batch(scheduler):
     from sglang.srt.sampling.sampling_batch_info import SamplingBatchInfo
 
     pool = scheduler.req_to_token_pool
-    device = pool.req_to_token.device
     batch = ScheduleBatch.init_new([], pool, scheduler.token_to_kv_pool_allocator, scheduler.tree_cache,
                                    scheduler.model_config, scheduler.enable_overlap, scheduler.spec_algorithm)
     batch.forward_mode = ForwardMode.DECODE
-    empty = lambda dtype, where=device: torch.empty(0, dtype=dtype, device=where)  # noqa: E731
-    batch.req_pool_indices, batch.req_pool_indices_cpu = empty(torch.int64), empty(torch.int64, "cpu")
-    batch.seq_lens, batch.seq_lens_cpu = empty(torch.int64), empty(torch.int64, "cpu")
-    batch.orig_seq_lens = empty(torch.int32)
-    batch.out_cache_loc = empty(torch.int64)
-    batch.seq_lens_sum = 0
-    batch.sampling_info = SamplingBatchInfo.from_schedule_batch(batch, scheduler.model_config.vocab_size)
+    parts = getattr(scheduler, "_npr_empty_parts", None)
+    if parts is None:
+        device = pool.req_to_token.device
+        empty = lambda dtype, where=device: torch.empty(0, dtype=dtype, device=where)  # noqa: E731
+        parts = {"req_pool_indices": empty(torch.int64), "req_pool_indices_cpu": empty(torch.int64, "cpu"),
+                 "seq_lens": empty(torch.int64), "seq_lens_cpu": empty(torch.int64, "cpu"),
+                 "orig_seq_lens": empty(torch.int32), "out_cache_loc": empty(torch.int64), "seq_lens_sum": 0}
+        for name, value in parts.items():
+            setattr(batch, name, value)
+        parts["sampling_info"] = SamplingBatchInfo.from_schedule_batch(batch, scheduler.model_config.vocab_size)
+        scheduler._npr_empty_parts = parts
+    for name, value in parts.items():
+        setattr(batch, name, copy.copy(value) if name == "sampling_info" else value)
     batch.npr_only = True
     return batch
 
