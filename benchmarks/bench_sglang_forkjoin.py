@@ -17,6 +17,9 @@ and reads the scheduler's counters (`sglang_npr.engine.counters`, via get_server
   step_cost_ratio      scheduler time per decode batch, NPR / same_rows
   speedup              wall time same_tokens / npr; ideal = total / critical-path tokens; of_ideal = ratio
   sched_speedup        the same from scheduler busy time (the issue's figure); sched_of_ideal its ratio to ideal
+  row_bound            ideal x (stock ms per step of same_tokens / of same_rows): the speed-up a fork-join
+                       with zero overhead would reach here, where a decode step's cost grows with its rows
+                       (torch_native attends row by row on CPU); sched_of_row_bound = sched_speedup / it
 Scheduler figures use the scheduler process's CPU time by default (--clock cpu), which other work on a
 shared machine disturbs far less than wall time; speedup / of_ideal are wall time, end to end.
 
@@ -93,8 +96,14 @@ def run_case(engine, args, batch: int, width: int, salt: int) -> dict:
                                                               sampling_params=[same] * rows))
     step_ms, host_ms = per_step(npr, clock)
     stock_step_ms, stock_host_ms = per_step(rows_run, clock)
+    seq_step_ms, _ = per_step(seq, clock)
     total, critical = sum(totals), sum(s["critical_path_tokens"] for s in stats)
     ideal = total / critical
+    sched_speedup = (seq[f"decode_busy{clock}"] + seq[f"extend_busy{clock}"]) \
+        / (npr[f"decode_busy{clock}"] + npr[f"extend_busy{clock}"])
+    # what stock itself allows: a decode step with the fork-join run's rows costs stock_step_ms, one
+    # with the sequential run's rows seq_step_ms, so even a free fork-join reaches ideal * their ratio
+    row_bound = ideal * seq_step_ms / stock_step_ms
     return {
         "forwards_per_batch": npr["forwards"] / max(npr["batches"], 1),
         "rows_per_forward": npr["decode_rows"] / max(steps, 1),
@@ -108,10 +117,8 @@ def run_case(engine, args, batch: int, width: int, salt: int) -> dict:
         "npr_host_ms_per_step": 1e3 * npr[f"npr_host{clock}"] / max(steps, 1),
         "total_tokens": total, "critical_path_tokens": critical, "ideal": ideal,
         "wall_s": wall, "sequential_wall_s": wall_seq, "speedup": wall_seq / wall, "of_ideal": wall_seq / wall / ideal,
-        "sched_speedup": (seq[f"decode_busy{clock}"] + seq[f"extend_busy{clock}"])
-        / (npr[f"decode_busy{clock}"] + npr[f"extend_busy{clock}"]),
-        "sched_of_ideal": (seq[f"decode_busy{clock}"] + seq[f"extend_busy{clock}"])
-        / (npr[f"decode_busy{clock}"] + npr[f"extend_busy{clock}"]) / ideal,
+        "sched_speedup": sched_speedup, "sched_of_ideal": sched_speedup / ideal,
+        "seq_step_ms": seq_step_ms, "row_bound": row_bound, "sched_of_row_bound": sched_speedup / row_bound,
     }
 
 
@@ -162,7 +169,8 @@ def main() -> None:
                       f"({r['step_ms']:.1f} vs {r['stock_step_ms']:.1f} ms), host x{r['host_ratio']:.2f} "
                       f"({r['host_ms_per_step']:.2f} vs {r['stock_host_ms_per_step']:.2f} ms), speed-up "
                       f"{r['speedup']:.2f} of ideal {r['ideal']:.2f} ({r['of_ideal']:.2f}), sched {r['sched_speedup']:.2f} "
-                      f"({r['sched_of_ideal']:.2f})",
+                      f"({r['sched_of_ideal']:.2f}; {r['sched_of_row_bound']:.2f} of stock's row bound "
+                      f"{r['row_bound']:.2f})",
                       flush=True)
     finally:
         engine.shutdown()

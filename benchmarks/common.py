@@ -52,14 +52,27 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def append_rows(path: str | Path, rows: list[dict]) -> None:
-    """Append rows to a CSV, writing the header when the file is new."""
+    """Append rows to a CSV, writing the header when the file is new; when the rows bring columns the
+    file lacks, the file is rewritten with them added at the end (older rows leave them empty)."""
     if not rows:
         return
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0])
+    if out.exists():
+        with out.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            old_fields, old_rows = list(reader.fieldnames or []), list(reader)
+        extra = [f for f in fields if f not in old_fields]
+        if extra:
+            with out.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=old_fields + extra)
+                writer.writeheader()
+                writer.writerows(old_rows)
+        fields = old_fields + extra
     is_new = not out.exists()
     with out.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         if is_new:
             writer.writeheader()
         writer.writerows(rows)
