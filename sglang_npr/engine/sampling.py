@@ -78,7 +78,7 @@ def choose_and_score(logits, sample_rows: Sequence[int], sample_seqs: Sequence[S
     k = len(sample_rows)
     pieces = []
     if k:
-        every = k == logits.shape[0] and (k == 1 or list(sample_rows) == list(range(k)))
+        every = list(sample_rows) == list(range(logits.shape[0]))
         index = None if every else torch.tensor(sample_rows, dtype=torch.int64).to(device, non_blocking=True)
         raw = logits if every else logits.index_select(0, index)
         picked_logprobs = logprobs if every else logprobs.index_select(0, index)
@@ -114,8 +114,7 @@ def choose_and_score(logits, sample_rows: Sequence[int], sample_seqs: Sequence[S
     if score_rows:
         at = torch.tensor([list(score_rows), list(score_tokens)], dtype=torch.int64).to(device, non_blocking=True)
         pieces.append(logprobs[at[0], at[1]].double())
-    packed = (torch.cat(pieces) if len(pieces) > 1 else pieces[0]) if pieces else \
-        torch.empty(0, dtype=torch.float64, device=device)
+    packed = torch.cat(pieces) if pieces else torch.empty(0, dtype=torch.float64, device=device)
     if device.type == "cpu":
         return Pending(packed, k)
     host = torch.empty(packed.shape, dtype=torch.float64, pin_memory=True)

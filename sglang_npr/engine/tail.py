@@ -84,19 +84,21 @@ def empty_decode_batch(scheduler):
     batch = ScheduleBatch.init_new([], pool, scheduler.token_to_kv_pool_allocator, scheduler.tree_cache,
                                    scheduler.model_config, scheduler.enable_overlap, scheduler.spec_algorithm)
     batch.forward_mode = ForwardMode.DECODE
-    parts = getattr(scheduler, "_npr_empty_parts", None)
-    if parts is None:
+    shared = getattr(scheduler, "_npr_empty_parts", None)
+    if shared is None:
         device = pool.req_to_token.device
         empty = lambda dtype, where=device: torch.empty(0, dtype=dtype, device=where)  # noqa: E731
-        parts = {"req_pool_indices": empty(torch.int64), "req_pool_indices_cpu": empty(torch.int64, "cpu"),
-                 "seq_lens": empty(torch.int64), "seq_lens_cpu": empty(torch.int64, "cpu"),
-                 "orig_seq_lens": empty(torch.int32), "out_cache_loc": empty(torch.int64), "seq_lens_sum": 0}
-        for name, value in parts.items():
+        tensors = {"req_pool_indices": empty(torch.int64), "req_pool_indices_cpu": empty(torch.int64, "cpu"),
+                   "seq_lens": empty(torch.int64), "seq_lens_cpu": empty(torch.int64, "cpu"),
+                   "orig_seq_lens": empty(torch.int32), "out_cache_loc": empty(torch.int64), "seq_lens_sum": 0}
+        for name, value in tensors.items():
             setattr(batch, name, value)
-        parts["sampling_info"] = SamplingBatchInfo.from_schedule_batch(batch, scheduler.model_config.vocab_size)
-        scheduler._npr_empty_parts = parts
-    for name, value in parts.items():
-        setattr(batch, name, copy.copy(value) if name == "sampling_info" else value)
+        info = SamplingBatchInfo.from_schedule_batch(batch, scheduler.model_config.vocab_size)
+        shared = scheduler._npr_empty_parts = (tensors, info)
+    tensors, info = shared
+    for name, value in tensors.items():
+        setattr(batch, name, value)
+    batch.sampling_info = copy.copy(info)
     batch.npr_only = True
     return batch
 
