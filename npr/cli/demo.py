@@ -1,5 +1,6 @@
 """`npr demo`: the whole NPR pipeline in miniature on a CPU (`verl_npr.demo`: synthetic task, tiny
-prepared model, Stage 2 and Stage 3 through verl's actor, evaluation by npr.eval); needs verl.
+prepared model, an "instruct" prelude, Stage 1, self-distilled Stage 2 and Stage 3 through verl's actor,
+evaluation by npr.eval); needs verl.
 `npr demo --quick`: no host needed. Builds a tiny random model and tokenizer in memory, decodes a
 scripted fork-join trajectory, prints its tree, and checks train/inference consistency: the
 decoder's log-probs against one structured forward over the linearised trajectory."""
@@ -17,12 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="only the consistency check on a random model (no verl needed; --script/--prompt/--json)")
     parser.add_argument("--fast", action="store_true",
-                        help="the pipeline at test-suite size (shorter problems, 200 SFT steps; about 1.5 min)")
+                        help="the pipeline at test-suite size (shorter problems, fewer steps; about 2 min)")
     parser.add_argument("--engine", choices=["reference", "sglang"], default="reference",
-                        help="the fork-join engine of the evaluations and the PAPO rollouts")
+                        help="the fork-join engine of the evaluations, the RL rollouts and Stage 2's sampling")
     parser.add_argument("--output-dir", default="out/demo")
-    parser.add_argument("--sft-steps", type=int, default=None, help="Stage-2 actor updates (default 340; --fast 200)")
-    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 4; --fast 2)")
+    parser.add_argument("--instruct-steps", type=int, default=None, help="phase-0 SFT updates (default 300; --fast 150)")
+    parser.add_argument("--stage1-steps", type=int, default=None, help="Stage-1 GRPO updates (default 12; --fast 6)")
+    parser.add_argument("--sft-steps", type=int, default=None, help="Stage-2 SFT updates (default 100; --fast 60)")
+    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 32; --fast 8)")
     parser.add_argument("--script", type=script_spec, default="3,5/4,4,6",
                         help="branch lengths per block, e.g. '3,5/4,4,6'; '' decodes without a script")
     parser.add_argument("--prompt", default="What is 6 times 7? Think in parallel.")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     kwargs = dict(pipeline.FAST) if args.fast else {}
-    for name in ("sft_steps", "papo_steps"):
+    for name in ("instruct_steps", "stage1_steps", "sft_steps", "papo_steps"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
     try:

@@ -139,7 +139,7 @@ def _make_registry() -> dict[str, Benchmark]:
                   "choice", _gpqa, hub_config="gpqa_diamond", hub_split="train"),
         Benchmark("mmlu_pro", "MMLU-Pro", "TIGER-Lab/MMLU-Pro", (("question", "options", "answer"),), "choice",
                   _mmlu_pro),
-        Benchmark("demo_sum", "Demo: sum of digits", "", (("question", "answer"),), "math", _plain, hub_split="test"),
+        Benchmark("demo_count", "Demo: count of odd digits", "", (("question", "answer"),), "math", _plain, hub_split="test"),
         Benchmark("bbeh", "BBEH", "BBEH/bbeh", (("input", "target"),), "text", _bbeh, hub_split="train"),
     ]
     return {x.name: x for x in b}

@@ -99,9 +99,9 @@ FIXTURES = {
         {"question_id": 71, "question": "Which is 2?", "options": OPTIONS10[:4], "answer": "B", "answer_index": 1,
          "cot_content": "", "category": "math", "src": "ori_mmlu"}],
         [("\\boxed{I}", "\\boxed{H}"), ("the answer is \\boxed{(B)}", "\\boxed{D}")]),
-    "demo_sum": ("test.jsonl", _jsonl, [
-        {"question": "Sum: 3 5 2 8", "answer": "18"}, {"question": "Sum: 9 9 1 1 4", "answer": "24"}],
-        [("\\boxed{18}", "\\boxed{17}"), ("so \\boxed{24}", "\\boxed{42}")]),
+    "demo_count": ("test.jsonl", _jsonl, [
+        {"question": "Count odd: a3 b5 c2 d8", "answer": "2"}, {"question": "Count odd: a9 b9 c1 d1 e4", "answer": "4"}],
+        [("\\boxed{2}", "\\boxed{1}"), ("so \\boxed{4}", "\\boxed{3}")]),
     "bbeh": ("task.json", lambda path, rows: _json(path, {"canary": "c", "examples": rows}), [
         {"input": "not ( True ) and ( True ) is", "target": "False"},
         {"input": "Sort the words: banana apple", "target": "apple banana"}],

@@ -27,15 +27,25 @@ def make_model(cfg: DemoConfig, path: str):
 
 
 def make_worker(model_dir: str, cfg: DemoConfig, micro_batch: int):
-    """verl's actor on model_dir with the SFT learning rate under verl's cosine schedule (warm-up, then down
-    to a tenth over sft_steps)."""
-    from verl_npr.local_actor import ACTOR, actor_config
+    """verl's actor on model_dir (constant learning-rate schedule: each phase sets its own rate per update,
+    `sft_lr_at` for SFT, the stage's rate for RL)."""
+    from verl_npr.local_actor import actor_config
     from verl_npr.local_actor import make_worker as make
 
-    schedule = [f"{ACTOR}.optim.lr_scheduler_type=cosine", f"{ACTOR}.optim.lr_warmup_steps={cfg.sft_warmup}",
-                f"{ACTOR}.optim.total_training_steps={cfg.sft_steps}", f"{ACTOR}.optim.min_lr_ratio=0.1"]
     return make(actor_config(model_dir, cfg.sft_batch, micro_batch, lr=cfg.sft_lr, clip_grad=1.0,
-                             use_remove_padding=USE_REMOVE_PADDING, overrides=schedule))
+                             use_remove_padding=USE_REMOVE_PADDING))
+
+
+def sft_lr_at(step: int, total: int, peak: float, cfg: DemoConfig) -> float:
+    """SFT's rate at update `step` (1-based) of `total`: linear warm-up over sft_warmup updates, then cosine
+    down to a tenth of `peak` (the shape of verl's cosine schedule)."""
+    import math
+
+    warmup = min(cfg.sft_warmup, max(total - 1, 0))
+    if step <= warmup:
+        return peak * step / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def actor_log_probs(worker, data):
@@ -56,3 +66,10 @@ def update(worker, data, advantages, old_log_probs, step: int) -> dict[str, floa
             out[key.split("/")[1]] = float(value[-1] if isinstance(value, list) else value)
     return out
 
+
+
+def fresh_optimizer(worker) -> None:
+    """Forget the optimizer's moments, as each stage of the GPU recipes starts a new verl job with a new
+    optimizer: Adam's second moments from a converged SFT are tiny, and an RL gradient divided by them moves
+    the weights many times the learning rate."""
+    worker.actor.engine.optimizer.state.clear()

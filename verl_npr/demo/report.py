@@ -18,12 +18,14 @@ def _any_correct(samples: str) -> bool:
 
 def format_table(rows: list[dict]) -> str:
     fmt = lambda v, pct=True: "-" if v is None else (f"{v:.0%}" if pct else f"{v:.1f}")  # noqa: E731
-    lines = ["| phase | accuracy (parallel) | accuracy (sequential) | trigger rate | mean width | tokens | "
-             "critical path | fork-join speed-up (same tokens) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| phase | accuracy (parallel) | accuracy (sequential) | sampled accuracy (avg@n, T=1) | trigger rate "
+             "(greedy / sampled) | mean width | tokens | critical path | fork-join speed-up (same tokens) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sp, ideal = (r.get("latency") or {}).get("speedup"), (r.get("latency") or {}).get("ideal")
         lines.append(f"| {r['phase']} | {fmt(r['accuracy'])} | {fmt(r.get('sequential_accuracy'))} | "
-                     f"{fmt(r['trigger_rate'])} | {fmt(r['mean_width'], False)} | {fmt(r['tokens'], False)} | "
+                     f"{fmt(r.get('sampled_accuracy'))} | {fmt(r['trigger_rate'])} / {fmt(r.get('sampled_trigger_rate'))} | "
+                     f"{fmt(r['mean_width'], False)} | {fmt(r['tokens'], False)} | "
                      f"{fmt(r['critical_path'], False)} | {'-' if sp is None else f'{sp:.2f}x (ideal {ideal:.2f}x)'} |")
     return "\n".join(lines)
 
@@ -50,7 +52,8 @@ def write_outputs(cfg: DemoConfig, report: dict, log: Callable[[str], None]) -> 
         log(f"(no plots: {err})")
     log("\n" + table)
     if report["max_logprob_gap"] is not None:
-        log(f"engine vs verl actor log-probs on the PAPO rollouts: max |diff| {report['max_logprob_gap']:.1e}")
+        log(f"engine vs verl actor log-probs on every Stage-1 and PAPO rollout: max |diff| "
+            f"{report['max_logprob_gap']:.1e}")
     log(f"total {report['total_s']:.0f}s: " + ", ".join(f"{k} {v:.0f}s" for k, v in report["timings_s"].items()))
     log(f"outputs in {out}/ (summary.md, report.json, plots/, trajectory.html, eval/*/report.md)")
 
@@ -63,25 +66,34 @@ def make_plots(report: dict, out: str) -> None:
 
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
     rows = report["rows"]
-    names = [r["phase"] for r in rows]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    axes[0].bar(names, [100 * (r["accuracy"] or 0) for r in rows], color="tab:blue")
-    axes[0].set_title("held-out accuracy, parallel (%)")
-    axes[1].bar(names, [100 * (r["trigger_rate"] or 0) for r in rows], color="tab:green")
-    axes[1].set_title("parallel trigger rate (%)")
-    for ax in axes[:2]:
+    names = [r["phase"].replace("after ", "") for r in rows]
+    x = list(range(len(rows)))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
+    for ax, (key, sampled_key, title) in zip(axes[:2], (
+            ("accuracy", "sampled_accuracy", "held-out accuracy (%)"),
+            ("trigger_rate", "sampled_trigger_rate", "parallel trigger rate (%)"))):
+        ax.bar([i - 0.2 for i in x], [100 * (r[key] or 0) for r in rows], 0.4, label="greedy")
+        ax.bar([i + 0.2 for i in x], [100 * (r.get(sampled_key) or 0) for r in rows], 0.4, label="sampled, T=1")
+        ax.set_xticks(x, names, fontsize=8)
         ax.set_ylim(0, 100)
-    x = range(len(rows))
+        ax.set_title(title)
+        ax.legend(fontsize=8)
     axes[2].bar([i - 0.2 for i in x], [r["tokens"] or 0 for r in rows], 0.4, label="total tokens")
     axes[2].bar([i + 0.2 for i in x], [r["critical_path"] or 0 for r in rows], 0.4, label="critical path")
-    axes[2].set_xticks(list(x), names)
-    axes[2].legend()
-    axes[2].set_title("tokens per response")
-    sft = report["sft"]["log"]
-    axes[3].plot([e["step"] for e in sft], [e["nll"] for e in sft], marker="o")
-    axes[3].set_yscale("log")
-    axes[3].set_xlabel("verl actor update")
-    axes[3].set_title("Stage 2: NLL of the batch")
+    axes[2].set_xticks(x, names, fontsize=8)
+    axes[2].legend(fontsize=8)
+    axes[2].set_title("tokens per response (greedy)")
+    offset = 0
+    for name, log in (("Stage 1", report["stage1"]["log"]), ("PAPO", report["papo"])):
+        axes[3].plot([offset + e["iteration"] for e in log], [100 * e["correct"] for e in log], marker="o",
+                     label=f"{name}: correct")
+        axes[3].plot([offset + e["iteration"] for e in log], [100 * e["trigger_rate"] for e in log], marker="x",
+                     linestyle="--", label=f"{name}: parallel format")
+        offset += len(log)
+    axes[3].set_ylim(0, 100)
+    axes[3].set_xlabel("RL update")
+    axes[3].set_title("rollouts (%)")
+    axes[3].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "plots", "demo.png"), dpi=100)
     plt.close(fig)
