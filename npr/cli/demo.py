@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instruct-steps", type=int, default=None, help="phase-0 SFT updates (default 300; --fast 150)")
     parser.add_argument("--stage1-steps", type=int, default=None, help="Stage-1 GRPO updates (default 12; --fast 6)")
     parser.add_argument("--sft-steps", type=int, default=None, help="Stage-2 SFT updates (default 100; --fast 60)")
-    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 32; --fast 8)")
+    parser.add_argument("--papo-steps", type=int, default=None, help="Stage-3 PAPO updates (default 16; --fast 8)")
     parser.add_argument("--script", type=script_spec, default="3,5/4,4,6",
                         help="branch lengths per block, e.g. '3,5/4,4,6'; '' decodes without a script")
     parser.add_argument("--prompt", default="What is 6 times 7? Think in parallel.")
