@@ -34,7 +34,7 @@ from verl_npr.demo.config import DemoConfig
 from verl_npr.demo.evaluation import evaluate, measure_speedup, metrics_row, widths_of
 from verl_npr.demo.hosts import load_weights, make_engine, quiet_hosts, setup_env
 from verl_npr.demo.report import write_outputs
-from verl_npr.demo.rl import rl_iteration
+from verl_npr.demo.rl import STAGES, rl_iteration
 
 
 @dataclass
@@ -195,9 +195,8 @@ def run_phases(run: Run) -> dict[str, Any]:
     report["stage1"] = {"steps": cfg.stage1_steps,
                         "log": rl(run, worker, "zero", cfg.stage1_steps, cfg.stage1_prompts, cfg.stage1_group,
                                   cfg.stage1_lr, "model-stage1", 0)}
-    stage1_dir = run.publish(worker, "model-stage1")
     run.done(f"Stage 1: {cfg.stage1_steps} GRPO updates", start)
-    run.evaluate_phase("after Stage 1", "after_stage1", stage1_dir)
+    run.evaluate_phase("after Stage 1", "after_stage1", run.path("model-stage1"))
 
     # Stage 2: rejection sampling from the Stage-1 model, SFT on what it kept
     start = time.perf_counter()
@@ -215,9 +214,8 @@ def run_phases(run: Run) -> dict[str, Any]:
     start = time.perf_counter()
     report["papo"] = rl(run, worker, "papo", cfg.papo_steps, cfg.papo_prompts, cfg.papo_group, cfg.papo_lr,
                         "model-papo", 1000)
-    papo_dir = run.publish(worker, "model-papo") if not report["papo"] else run.path("model-papo")
     run.done(f"Stage 3: {cfg.papo_steps} PAPO updates", start)
-    run.evaluate_phase("after PAPO", "after_papo", papo_dir, speedup=True)
+    run.evaluate_phase("after PAPO", "after_papo", run.path("model-papo"), speedup=True)
     gaps = [r["logprob_gap"] for r in report["stage1"]["log"] + report["papo"]]
     report.update(rows=run.rows, max_logprob_gap=max(gaps) if gaps else None,
                   after_sft_widths=widths_of(run.path("eval", "after_sft")))
@@ -252,16 +250,19 @@ def sft(run: Run, worker, name: str, steps: int, peak_lr: float, batch: Callable
 
 def rl(run: Run, worker, stage: str, steps: int, prompts: int, group: int, lr: float, folder: str,
        seed_offset: int) -> list[dict]:
-    """`steps` RL iterations of the stage on fresh problems, the engine reloaded after each update."""
+    """`steps` RL iterations of the stage on fresh problems; the weights of each update go to the engine and to
+    output_dir/folder (the folder holds the weights it starts from when steps is 0)."""
     cfg, history = run.cfg, []
     fresh_optimizer(worker)
+    if not steps:
+        run.publish(worker, folder)
     for it in range(steps):
         run.updates += 1
         record = rl_iteration(stage, worker, run.engine, run.tokenizer, run.templates, run.fresh(prompts), group, lr,
                               run.max_new, seed=cfg.seed * 10_000 + seed_offset + it, step=run.updates)
         run.publish(worker, folder)
         history.append({"iteration": it + 1, **record})
-        run.log(f"  {'Stage 1' if stage == 'zero' else 'PAPO'} {it + 1}/{steps}: {record['rollouts']} rollouts, correct "
+        run.log(f"  {STAGES[stage]} {it + 1}/{steps}: {record['rollouts']} rollouts, correct "
                 f"{record['correct']:.0%}, parallel format {record['trigger_rate']:.0%}, mean reward "
                 f"{record['mean_reward']:+.2f}, engine vs actor max |dlogp| {record['logprob_gap']:.1e}")
     return history

@@ -11,7 +11,7 @@ from verl_npr.demo.actor import actor_log_probs, update
 from verl_npr.demo.config import MAX_BRANCHES
 from verl_npr.demo.task import prompt_ids
 
-STAGES = {"zero": "Stage 1 (GRPO, format-gated reward)", "papo": "Stage 3 (PAPO)"}
+STAGES = {"zero": "Stage 1", "papo": "PAPO"}  # reward stage -> the name the demo logs it under
 
 
 def advantages_of(stage: str, token_rewards, mask, groups: list[int]):
